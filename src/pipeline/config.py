@@ -1,0 +1,194 @@
+"""Typed parameters: params.yaml is loaded into frozen dataclasses and checked before any work.
+
+params.yaml is the single source of defaults, so the dataclasses below have none: a key
+missing from the file is an error that names it, as is an unknown key, a value of the wrong
+type or an impossible combination.
+"""
+
+import dataclasses
+import difflib
+import math
+import re
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from pipeline.errors import PipelineError
+
+PosEncoding = Literal["learned", "sinusoidal", "none"]
+Pooling = Literal["mean", "cls"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+@dataclass(frozen=True)
+class DataParams:
+    raw: str  # path of the input CSV
+    text_column: str
+    label_column: str
+
+
+@dataclass(frozen=True)
+class CleanParams:
+    lowercase: bool
+    remove_links: bool
+    remove_latex: bool
+    remove_punctuation: bool
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    val_size: float
+    seed: int
+
+    def __post_init__(self) -> None:
+        _require(0.0 < self.val_size < 1.0, "split.val_size", "must be between 0 and 1")
+
+
+@dataclass(frozen=True)
+class VocabParams:
+    min_freq: int
+    max_size: int
+
+    def __post_init__(self) -> None:
+        _require(self.min_freq >= 1, "vocab.min_freq", "must be at least 1")
+        _require(self.max_size >= 1, "vocab.max_size", "must be at least 1")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    seed: int
+    pos_encoding: PosEncoding
+    d_model: int
+    num_heads: int
+    num_layers: int
+    dim_feedforward: int
+    dropout: float
+    max_seq_len: int
+    pooling: Pooling
+    norm_first: bool
+    batch_size: int
+    epochs: int
+    lr: float
+    weight_decay: float
+    warmup_epochs: int
+    label_smoothing: float
+    device: Device
+    threads: int
+
+    def __post_init__(self) -> None:
+        for key in ("d_model", "num_heads", "num_layers", "dim_feedforward", "max_seq_len"):
+            _require(getattr(self, key) >= 1, f"train.{key}", "must be at least 1")
+        for key in ("batch_size", "epochs", "threads"):
+            _require(getattr(self, key) >= 1, f"train.{key}", "must be at least 1")
+        _require(
+            self.d_model % self.num_heads == 0,
+            "train.d_model",
+            f"({self.d_model}) must be divisible by train.num_heads ({self.num_heads})",
+        )
+        _require(self.lr > 0, "train.lr", "must be greater than 0")
+        _require(self.weight_decay >= 0, "train.weight_decay", "must not be negative")
+        _require(0.0 <= self.dropout < 1.0, "train.dropout", "must be in [0, 1)")
+        _require(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)")
+        _require(
+            0 <= self.warmup_epochs <= self.epochs,
+            "train.warmup_epochs",
+            f"must be between 0 and train.epochs ({self.epochs})",
+        )
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataParams
+    clean: CleanParams
+    split: SplitParams
+    vocab: VocabParams
+    train: TrainParams
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read params.yaml and return it typed and checked, or raise PipelineError naming the key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PipelineError(f"Parameter file {path} does not exist.") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise PipelineError(f"Cannot read parameter file {path}: {err}.") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        raise PipelineError(f"{path} is not valid YAML{line}; check the indentation.") from None
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{path} must be a mapping of sections (data, clean, ...).")
+    try:
+        return _build(Params, raw, prefix="")
+    except PipelineError as err:
+        raise PipelineError(f"{path}: {err}") from None
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    """Build dataclass `cls` from the mapping `raw`, converting and checking every field."""
+    name = prefix.rstrip(".") or "the file"
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{name} must be a mapping of keys to values.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            hint = difflib.get_close_matches(str(key), fields, n=1)
+            suggestion = f"; did you mean '{prefix}{hint[0]}'?" if hint else "."
+            raise PipelineError(f"unknown key '{prefix}{key}'{suggestion}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key in fields:
+        if key not in raw:
+            kind = "section" if dataclasses.is_dataclass(hints[key]) else "key"
+            raise PipelineError(f"{kind} '{prefix}{key}' is missing.")
+        values[key] = _convert(hints[key], raw[key], f"{prefix}{key}")
+    return cls(**values)
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _convert(kind: Any, value: Any, key: str) -> Any:
+    """Convert one YAML value to the field's type, or raise PipelineError naming the key."""
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, value, prefix=f"{key}.")
+    if get_origin(kind) is Literal:
+        choices = get_args(kind)
+        if value not in choices:
+            options = ", ".join(choices)
+            raise PipelineError(f"'{key}' is {value!r}; choose one of: {options}.")
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise PipelineError(f"'{key}' must be true or false, not {value!r}.")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PipelineError(f"'{key}' must be a whole number, not {value!r}.")
+        return value
+    if kind is float:
+        # PyYAML (YAML 1.1) reads 1e-4 as the string '1e-4'; DVC's -S writes such values.
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            value = float(value)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise PipelineError(f"'{key}' must be a number, not {value!r}.")
+        if not math.isfinite(value):
+            raise PipelineError(f"'{key}' must be a finite number, not {value!r}.")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str) or not value.strip():
+            raise PipelineError(f"'{key}' must be a non-empty string, not {value!r}.")
+        return value
+    raise TypeError(f"unsupported parameter type {kind} for {key}")  # a bug, not user input
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise PipelineError(f"'{key}' {message}.")

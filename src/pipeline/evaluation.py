@@ -1,0 +1,44 @@
+"""Scores of predicted against true labels, in the schema every model of the project reports."""
+
+import pandas as pd
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+
+def _round(x: float) -> float:
+    # Six decimals keep the JSON readable; equal runs still give equal bytes.
+    return round(float(x), 6)
+
+
+def classification_metrics(y_true: list[str], y_pred: list[str], labels: list[str]) -> dict:
+    """Accuracy, macro-averaged P/R/F1 and the same per class."""
+    p, r, f, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    per_class = {
+        label: {
+            "precision": _round(p[i]),
+            "recall": _round(r[i]),
+            "f1": _round(f[i]),
+            "support": int(support[i]),
+        }
+        for i, label in enumerate(labels)
+    }
+    return {
+        "accuracy": _round(accuracy_score(y_true, y_pred)),
+        "macro_precision": _round(p.mean()),
+        "macro_recall": _round(r.mean()),
+        "macro_f1": _round(f.mean()),
+        "rows": len(y_true),
+        "per_class": per_class,
+    }
+
+
+def per_class_table(metrics: dict) -> pd.DataFrame:
+    """The per-class part of `metrics` as a table, one row per label."""
+    rows = [{"label": label, **scores} for label, scores in metrics["per_class"].items()]
+    return pd.DataFrame(rows, columns=["label", "precision", "recall", "f1", "support"])
+
+
+def confusion_table(y_true: list[str], y_pred: list[str]) -> pd.DataFrame:
+    """One row per validation text, the input DVC's `confusion` plot template counts."""
+    return pd.DataFrame({"actual": y_true, "predicted": y_pred})

@@ -1,0 +1,33 @@
+"""Labelling texts with a trained checkpoint."""
+
+import pandas as pd
+import torch
+
+from pipeline.checkpoint import Checkpoint
+from pipeline.data import LABEL, TEXT, encode_table
+from pipeline.errors import PipelineError
+from pipeline.text import clean_text
+from pipeline.training import predict_logits
+
+
+def predict_proba(checkpoint: Checkpoint, cleaned: list[str], batch_size: int = 64) -> torch.Tensor:
+    """Class probabilities (rows, labels) for texts already cleaned like the training rows."""
+    params = checkpoint.params
+    table = pd.DataFrame({TEXT: cleaned, LABEL: checkpoint.vocab.labels[0]})
+    data = encode_table(table, checkpoint.vocab, params.max_seq_len, params.pooling == "cls")
+    logits = predict_logits(checkpoint.model, data, batch_size, torch.device("cpu"))
+    return logits.softmax(dim=1)
+
+
+def predict_texts(checkpoint: Checkpoint, texts: list[str]) -> pd.DataFrame:
+    """Label raw texts: one row per text with its label and a probability column per label."""
+    cleaned = [clean_text(text, checkpoint.clean) for text in texts]
+    for number, (text, clean) in enumerate(zip(texts, cleaned, strict=True), start=1):
+        if not clean:
+            raise PipelineError(f"Text {number} ({text[:40]!r}) has no words left after cleaning.")
+    probs = predict_proba(checkpoint, cleaned)
+    labels = checkpoint.vocab.labels
+    out = pd.DataFrame({"text": texts, "label": [labels[i] for i in probs.argmax(dim=1)]})
+    for i, label in enumerate(labels):
+        out[label] = probs[:, i].numpy().round(4)
+    return out

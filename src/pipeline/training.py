@@ -1,0 +1,133 @@
+"""The training loop: seeded, deterministic, one line of progress per epoch."""
+
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from pipeline.checkpoint import Checkpoint
+from pipeline.config import CleanParams, TrainParams
+from pipeline.data import Encoded, batches, encode_table
+from pipeline.errors import PipelineError
+from pipeline.model import TextClassifier
+from pipeline.vocab import Vocab
+
+
+def make_deterministic(seed: int, threads: int) -> None:
+    """Same params on the same machine give the same bits: seed everything, fix the threads."""
+    # Must be set before the first cuBLAS call for deterministic CUDA matmuls.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    # Float sums depend on how work is split between threads, so the count is a parameter.
+    torch.set_num_threads(threads)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PipelineError("train.device is 'cuda' but no CUDA GPU is available; use 'auto'.")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """Learning-rate factor: linear warmup to 1, then cosine decay towards 0."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, data: Encoded, batch_size: int, device: torch.device
+) -> torch.Tensor:
+    """Logits for every row of `data`, in order, on the CPU."""
+    model.eval()
+    out = [
+        model(tokens.to(device), mask.to(device)).cpu()
+        for tokens, mask, _ in batches(data, batch_size)
+    ]
+    return torch.cat(out)
+
+
+def fit(
+    model: nn.Module,
+    train: Encoded,
+    val: Encoded,
+    params: TrainParams,
+    device: torch.device,
+    on_epoch: Callable[[int, dict[str, float]], None],
+) -> None:
+    """Train `model` in place for `params.epochs` epochs, reporting each epoch to `on_epoch`."""
+    model.to(device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=params.lr, weight_decay=params.weight_decay
+    )
+    steps_per_epoch = math.ceil(len(train) / params.batch_size)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        warmup_cosine(params.warmup_epochs * steps_per_epoch, params.epochs * steps_per_epoch),
+    )
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=params.label_smoothing)
+    # A generator of our own: the shuffling order depends on the seed and nothing else.
+    shuffle = torch.Generator().manual_seed(params.seed)
+    for epoch in range(1, params.epochs + 1):
+        start = time.perf_counter()
+        model.train()
+        total_loss, correct = 0.0, 0
+        for tokens, mask, labels in batches(train, params.batch_size, shuffle):
+            tokens, mask, labels = tokens.to(device), mask.to(device), labels.to(device)
+            logits = model(tokens, mask)
+            loss = loss_fn(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
+            optimizer.step()
+            schedule.step()
+            total_loss += loss.item() * len(labels)
+            correct += (logits.argmax(dim=1) == labels).sum().item()
+        val_logits = predict_logits(model, val, params.batch_size, device)
+        metrics = {
+            "train_loss": total_loss / len(train),
+            "train_accuracy": correct / len(train),
+            "val_loss": loss_fn(val_logits, val.labels).item(),
+            "val_accuracy": (val_logits.argmax(dim=1) == val.labels).float().mean().item(),
+            "seconds": time.perf_counter() - start,
+        }
+        on_epoch(epoch, metrics)
+
+
+def train_model(
+    train_table: pd.DataFrame,
+    val_table: pd.DataFrame,
+    vocab: Vocab,
+    params: TrainParams,
+    clean: CleanParams,
+    on_epoch: Callable[[int, dict[str, float]], None],
+) -> Checkpoint:
+    """Encode the tables once, build a fresh model, train it; return it as a checkpoint."""
+    make_deterministic(params.seed, params.threads)
+    device = resolve_device(params.device)
+    add_cls = params.pooling == "cls"
+    train = encode_table(train_table, vocab, params.max_seq_len, add_cls)
+    val = encode_table(val_table, vocab, params.max_seq_len, add_cls)
+    model = TextClassifier(len(vocab.tokens), len(vocab.labels), params)
+    table = model.positions.table
+    initial = table.detach().clone() if params.pos_encoding == "learned" else None
+    fit(model, train, val, params, device, on_epoch)
+    longest = max(len(ids) for ids in train.ids)
+    return Checkpoint(model.cpu().eval(), vocab, params, clean, initial, longest)

@@ -1,0 +1,51 @@
+"""Stage `clean`: raw CSV -> data/interim/clean.csv with columns text,label."""
+
+from pathlib import Path
+
+import click
+
+from pipeline.cli import params_option, user_errors
+from pipeline.config import load_params
+from pipeline.data import clean_table, read_raw, write_table
+from pipeline.files import write_json
+
+
+@click.command()
+@params_option
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The raw CSV (data.raw); its columns are named by data.text_column and data.label_column.",
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Cleaned table to write, with columns text,label.",
+)
+@click.option(
+    "--report",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="JSON summary to write: rows in and out, rows dropped and why, label counts.",
+)
+def main(params_path: Path, input_path: Path, output: Path, report: Path) -> None:
+    """Lower-case, strip links, LaTeX markup and punctuation as the `clean` params say;
+    drop rows whose text or label is empty."""
+    with user_errors():
+        params = load_params(params_path)
+        raw = read_raw(input_path, params.data.text_column, params.data.label_column)
+        table, summary = clean_table(raw, params.clean)
+        write_table(table, output)
+        write_json(report, summary)
+    dropped = sum(summary["dropped"].values())
+    click.echo(
+        f"clean: {summary['rows_in']} rows in, {summary['rows_out']} out, {dropped} dropped"
+        f" -> {output}"
+    )
+
+
+if __name__ == "__main__":
+    main()

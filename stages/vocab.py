@@ -1,0 +1,40 @@
+"""Stage `vocab`: train.csv -> vocab.json (tokens and labels of the training rows only)."""
+
+from pathlib import Path
+
+import click
+
+from pipeline.cli import params_option, user_errors
+from pipeline.config import load_params
+from pipeline.data import LABEL, TEXT, read_table
+from pipeline.vocab import build_vocab, save_vocab
+
+
+@click.command()
+@params_option
+@click.option(
+    "--train",
+    "train_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Training rows written by the split stage.",
+)
+@click.option(
+    "--output", type=click.Path(path_type=Path), required=True, help="Vocabulary JSON to write."
+)
+def main(params_path: Path, train_path: Path, output: Path) -> None:
+    """Build the vocabulary from the training rows only, so no validation word leaks in:
+    tokens seen at least vocab.min_freq times, at most vocab.max_size of them."""
+    with user_errors():
+        params = load_params(params_path)
+        train = read_table(train_path)
+        vocab = build_vocab(train[TEXT], train[LABEL], params.vocab.min_freq, params.vocab.max_size)
+        save_vocab(vocab, output)
+    click.echo(
+        f"vocab: {len(vocab.tokens)} tokens (specials included), "
+        f"{len(vocab.labels)} labels -> {output}"
+    )
+
+
+if __name__ == "__main__":
+    main()

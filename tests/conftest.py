@@ -1,0 +1,69 @@
+"""Shared test helpers: the repo's own params, and small synthetic CSVs the tests write."""
+
+import dataclasses
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.config import Params, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Words that mark each synthetic class, plus words every class shares.
+_COMMON = ["the", "a", "of", "what", "is", "find", "which", "value", "given", "when", "how"]
+
+
+def synthetic_table(labels: list[str], rows_per_label: int, seed: int = 0) -> pd.DataFrame:
+    """Rows whose text mixes shared filler with words owned by the row's label, so a small
+    model can learn them in a few epochs."""
+    rng = random.Random(seed)
+    rows = []
+    for label in labels:
+        own = [f"{label.lower()}{i}" for i in range(6)]
+        for _ in range(rows_per_label):
+            words = rng.choices(_COMMON, k=rng.randint(3, 8)) + rng.choices(own, k=3)
+            rng.shuffle(words)
+            rows.append((" ".join(words), label))
+    rng.shuffle(rows)
+    return pd.DataFrame(rows, columns=["text", "label"])
+
+
+def write_csv(
+    path: Path,
+    labels: list[str],
+    rows_per_label: int,
+    text_column: str = "text",
+    label_column: str = "label",
+    seed: int = 0,
+) -> Path:
+    table = synthetic_table(labels, rows_per_label, seed)
+    table.columns = [text_column, label_column]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+    return path
+
+
+def tiny_train_overrides() -> dict:
+    """A model small enough to train in about a second on a few hundred rows."""
+    return dict(
+        d_model=16,
+        num_heads=2,
+        num_layers=1,
+        dim_feedforward=32,
+        epochs=4,
+        batch_size=16,
+        lr=3e-3,
+        warmup_epochs=1,
+        max_seq_len=32,
+    )
+
+
+@pytest.fixture
+def params() -> Params:
+    """The repository's params.yaml, with a tiny model."""
+    base = load_params(ROOT / "params.yaml")
+    return dataclasses.replace(
+        base, train=dataclasses.replace(base.train, **tiny_train_overrides())
+    )
