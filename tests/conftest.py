@@ -57,6 +57,7 @@ def tiny_train_overrides() -> dict:
         lr=3e-3,
         warmup_epochs=1,
         max_seq_len=32,
+        threads=1,
     )
 
 

@@ -5,6 +5,7 @@ loading a file never runs code from it.
 """
 
 import dataclasses
+import io
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -42,8 +43,12 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
         "initial_positions": checkpoint.initial_positions,
         "trained_positions": checkpoint.trained_positions,
     }
+    # Through a buffer: torch.save names the zip's inner folder after the file, and the
+    # temporary file's random name would make equal checkpoints differ in their bytes.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        tmp.write_bytes(buffer.getvalue())
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
@@ -56,13 +61,22 @@ def load_checkpoint(path: Path) -> Checkpoint:
         if payload.get("format") != FORMAT:
             raise KeyError("format")
         params = TrainParams(**payload["params"])
-        clean = CleanParams(**payload["clean"])
         vocab = Vocab(tokens=list(payload["tokens"]), labels=list(payload["labels"]))
         model = TextClassifier(len(vocab.tokens), len(vocab.labels), params)
         model.load_state_dict(payload["state_dict"])
+        checkpoint = Checkpoint(
+            model,
+            vocab,
+            params,
+            CleanParams(**payload["clean"]),
+            payload["initial_positions"],
+            int(payload["trained_positions"]),
+        )
+    # Whatever a damaged or foreign file makes torch.load or the model raise.
     except (
         pickle.UnpicklingError,
         zipfile.BadZipFile,
+        OSError,
         RuntimeError,
         EOFError,
         KeyError,
@@ -75,6 +89,4 @@ def load_checkpoint(path: Path) -> Checkpoint:
             f"{path} is not a complete checkpoint of this pipeline; run `dvc repro train` again."
         ) from None
     model.eval()
-    return Checkpoint(
-        model, vocab, params, clean, payload["initial_positions"], payload["trained_positions"]
-    )
+    return checkpoint

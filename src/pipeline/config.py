@@ -45,6 +45,7 @@ class SplitParams:
 
     def __post_init__(self) -> None:
         _require(0.0 < self.val_size < 1.0, "split.val_size", "must be between 0 and 1")
+        _require_seed(self.seed, "split.seed")
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class TrainParams:
     threads: int
 
     def __post_init__(self) -> None:
+        _require_seed(self.seed, "train.seed")
         for key in ("d_model", "num_heads", "num_layers", "dim_feedforward", "max_seq_len"):
             _require(getattr(self, key) >= 1, f"train.{key}", "must be at least 1")
         for key in ("batch_size", "epochs", "threads"):
@@ -129,6 +131,18 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         return _build(Params, raw, prefix="")
     except PipelineError as err:
         raise PipelineError(f"{path}: {err}") from None
+
+
+def with_overrides(params: Params, overrides: dict[str, Any]) -> Params:
+    """A copy of `params` with `{"section.key": value}` changes, converted and checked the same
+    way as params.yaml (so "1e-3" becomes a float and a bad value raises PipelineError)."""
+    raw = dataclasses.asdict(params)
+    for dotted, value in overrides.items():
+        section, _, key = dotted.partition(".")
+        if section not in raw or key not in raw[section]:
+            raise PipelineError(f"unknown parameter '{dotted}'.")
+        raw[section][key] = value
+    return _build(Params, raw, prefix="")
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:
@@ -187,6 +201,11 @@ def _convert(kind: Any, value: Any, key: str) -> Any:
             raise PipelineError(f"'{key}' must be a non-empty string, not {value!r}.")
         return value
     raise TypeError(f"unsupported parameter type {kind} for {key}")  # a bug, not user input
+
+
+def _require_seed(seed: int, key: str) -> None:
+    # numpy's legacy seeding takes 0 <= seed < 2**32.
+    _require(0 <= seed < 2**32, key, "must be between 0 and 4294967295")
 
 
 def _require(condition: bool, key: str, message: str) -> None:

@@ -1,19 +1,15 @@
-"""Tables of (text, label) rows: reading, cleaning, splitting, encoding and batching."""
+"""Tables of (text, label) rows: reading, cleaning and splitting. No torch here, so the
+clean and split stages start quickly."""
 
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-import torch
-from sklearn.model_selection import train_test_split
-from torch.nn.utils.rnn import pad_sequence
 
 from pipeline.config import CleanParams
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_path
 from pipeline.text import clean_text
-from pipeline.vocab import PAD_ID, Vocab
 
 # Every table after the clean stage has exactly these two columns, whatever the raw CSV called them.
 TEXT, LABEL = "text", "label"
@@ -98,9 +94,10 @@ def split_table(
 ) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """Drop repeated texts, then split into train and validation rows stratified by label.
 
-    Returns (train, val, number of repeated rows dropped).
-
-    Duplicates go first: a text in both splits would be scored on rows the model trained on.
+    Returns (train, val, number of repeated rows dropped). Duplicates go first: a text in both
+    splits would be scored on rows the model trained on. Each label puts round(n * val_size)
+    of its n rows in validation, but always at least one in each split, so every label is
+    both learned and scored.
     """
     unique = table.drop_duplicates(subset=TEXT, keep="first").reset_index(drop=True)
     counts = unique[LABEL].value_counts()
@@ -114,53 +111,12 @@ def split_table(
             f"Label {rare.index[0]!r} has only one distinct row, so it cannot be in both "
             "train and validation; add rows for it or remove it from the data."
         )
-    n_val = round(len(unique) * val_size)
-    if not len(counts) <= n_val <= len(unique) - len(counts):
-        raise PipelineError(
-            f"split.val_size {val_size} puts {n_val} of {len(unique)} rows in validation, but "
-            f"each split needs at least one row of each of the {len(counts)} labels; "
-            "change split.val_size or add rows."
-        )
-    train, val = train_test_split(
-        unique, test_size=n_val, stratify=unique[LABEL], random_state=seed
-    )
-    return train.reset_index(drop=True), val.reset_index(drop=True), len(table) - len(unique)
-
-
-@dataclass(frozen=True)
-class Encoded:
-    """A table tokenised once: one tensor of token ids per row, and the label ids."""
-
-    ids: list[torch.Tensor]
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-def encode_table(table: pd.DataFrame, vocab: Vocab, max_len: int, add_cls: bool) -> Encoded:
-    unknown = sorted(set(table[LABEL]) - set(vocab.labels))
-    if unknown:
-        raise PipelineError(
-            f"Labels {unknown[:5]} do not occur in the training rows the model knows "
-            f"({', '.join(vocab.labels)}); rerun the whole pipeline with `dvc repro`."
-        )
-    ids = [torch.tensor(vocab.encode(t, max_len, add_cls), dtype=torch.long) for t in table[TEXT]]
-    labels = torch.tensor(vocab.label_ids(table[LABEL]), dtype=torch.long)
-    return Encoded(ids=ids, labels=labels)
-
-
-def batches(
-    data: Encoded, batch_size: int, generator: torch.Generator | None = None
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield (tokens, padding_mask, labels), each batch padded only to its longest row.
-
-    With a generator the rows are shuffled (seeded, so reproducible); without, kept in order.
-    padding_mask is True where a position is padding, as PyTorch attention expects.
-    """
-    n = len(data)
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    for start in range(0, n, batch_size):
-        index = order[start : start + batch_size]
-        tokens = pad_sequence([data.ids[i] for i in index], batch_first=True, padding_value=PAD_ID)
-        yield tokens, tokens == PAD_ID, data.labels[index]
+    rng = np.random.default_rng(seed)
+    val_index = []
+    for _, rows in unique.groupby(LABEL, sort=True):
+        n_val = min(max(round(len(rows) * val_size), 1), len(rows) - 1)
+        val_index.extend(rng.permutation(rows.index.to_numpy())[:n_val])
+    in_val = unique.index.isin(val_index)
+    train = unique[~in_val].reset_index(drop=True)
+    val = unique[in_val].reset_index(drop=True)
+    return train, val, len(table) - len(unique)

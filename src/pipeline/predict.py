@@ -4,7 +4,8 @@ import pandas as pd
 import torch
 
 from pipeline.checkpoint import Checkpoint
-from pipeline.data import LABEL, TEXT, encode_table
+from pipeline.data import LABEL, TEXT
+from pipeline.encoding import encode_table
 from pipeline.errors import PipelineError
 from pipeline.text import clean_text
 from pipeline.training import predict_logits
@@ -20,7 +21,7 @@ def predict_proba(checkpoint: Checkpoint, cleaned: list[str], batch_size: int = 
 
 
 def predict_texts(checkpoint: Checkpoint, texts: list[str]) -> pd.DataFrame:
-    """Label raw texts: one row per text with its label and a probability column per label."""
+    """Label raw texts: one row per text with its label and a column `p_<label>` per label."""
     cleaned = [clean_text(text, checkpoint.clean) for text in texts]
     for number, (text, clean) in enumerate(zip(texts, cleaned, strict=True), start=1):
         if not clean:
@@ -29,5 +30,5 @@ def predict_texts(checkpoint: Checkpoint, texts: list[str]) -> pd.DataFrame:
     labels = checkpoint.vocab.labels
     out = pd.DataFrame({"text": texts, "label": [labels[i] for i in probs.argmax(dim=1)]})
     for i, label in enumerate(labels):
-        out[label] = probs[:, i].numpy().round(4)
+        out[f"p_{label}"] = probs[:, i].numpy().round(4)
     return out

@@ -13,7 +13,7 @@ from torch import nn
 
 from pipeline.checkpoint import Checkpoint
 from pipeline.config import CleanParams, TrainParams
-from pipeline.data import Encoded, batches, encode_table
+from pipeline.encoding import Encoded, batches, encode_table
 from pipeline.errors import PipelineError
 from pipeline.model import TextClassifier
 from pipeline.vocab import Vocab

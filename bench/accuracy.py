@@ -1,0 +1,97 @@
+"""Accuracy of the pipeline's model on a CSV given by path, over several seeds.
+
+    python bench/accuracy.py ../shared/data/kaggle_subjects_1741.csv
+    python bench/accuracy.py ../shared/data/mmlu_science_2265.csv --seeds 42,43,44
+    python bench/accuracy.py FILE.csv --set train.lr=1e-3 --set train.epochs=20
+
+Runs the library in-process (clean -> split -> vocab -> train -> evaluate) with the repo's
+params.yaml, changed by any --set, for each seed (the seed of both split and train), and
+prints one table row per positional encoding: mean +- sd of accuracy and macro-F1, and
+training seconds. Nothing is written to the repository.
+"""
+
+import statistics
+import time
+from pathlib import Path
+
+import click
+import yaml
+
+from pipeline.config import Params, load_params, with_overrides
+from pipeline.data import LABEL, TEXT, clean_table, read_raw, split_table
+from pipeline.evaluation import classification_metrics
+from pipeline.predict import predict_proba
+from pipeline.training import train_model
+from pipeline.vocab import build_vocab
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def with_changes(params: Params, changes: list[str]) -> Params:
+    """Apply `section.key=value` changes, each value read as YAML like `dvc exp run -S`."""
+    pairs = (change.partition("=") for change in changes)
+    return with_overrides(params, {key: yaml.safe_load(value) for key, _, value in pairs})
+
+
+def run_once(params: Params, csv: Path) -> dict:
+    raw = read_raw(csv, params.data.text_column, params.data.label_column)
+    table, _ = clean_table(raw, params.clean)
+    train, val, _ = split_table(table, params.split.val_size, params.split.seed)
+    vocab = build_vocab(train[TEXT], train[LABEL], params.vocab.min_freq, params.vocab.max_size)
+    start = time.perf_counter()
+    checkpoint = train_model(train, val, vocab, params.train, params.clean, lambda *_: None)
+    seconds = time.perf_counter() - start
+    probs = predict_proba(checkpoint, list(val[TEXT]))
+    y_pred = [vocab.labels[i] for i in probs.argmax(dim=1)]
+    metrics = classification_metrics(list(val[LABEL]), y_pred, vocab.labels)
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "seconds": seconds}
+
+
+def mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+
+
+@click.command()
+@click.argument("csv", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--text-column", default="eng", show_default=True)
+@click.option("--label-column", default="Subject", show_default=True)
+@click.option("--seeds", default="42,43,44", show_default=True, help="Comma-separated seeds.")
+@click.option(
+    "--encodings",
+    default="learned,sinusoidal,none",
+    show_default=True,
+    help="Comma-separated train.pos_encoding values to compare.",
+)
+@click.option("--set", "changes", multiple=True, help="A param change, e.g. train.lr=1e-3.")
+def main(
+    csv: Path,
+    text_column: str,
+    label_column: str,
+    seeds: str,
+    encodings: str,
+    changes: tuple[str, ...],
+) -> None:
+    """Print accuracy and macro-F1 (mean ± sd over seeds) for each positional encoding."""
+    base = with_changes(
+        load_params(ROOT / "params.yaml"),
+        [f"data.text_column={text_column}", f"data.label_column={label_column}", *changes],
+    )
+    click.echo(f"{csv.name}  changes: {' '.join(changes) or '(none)'}  seeds: {seeds}")
+    click.echo("| model | accuracy | macro-F1 | train s |\n|---|---|---|---|")
+    for encoding in encodings.split(","):
+        runs = []
+        for seed in map(int, seeds.split(",")):
+            params = with_changes(
+                base, [f"split.seed={seed}", f"train.seed={seed}", f"train.pos_encoding={encoding}"]
+            )
+            runs.append(run_once(params, csv))
+        click.echo(
+            f"| transformer, {encoding} PE | {mean_sd([r['accuracy'] for r in runs])} | "
+            f"{mean_sd([r['macro_f1'] for r in runs])} | "
+            f"{statistics.mean(r['seconds'] for r in runs):.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Label new texts with the trained model. A command, not a DVC stage.
+
+python stages/predict.py "What is the SI unit of force?" "Balance Fe + O2 -> Fe2O3"
+printf 'first text\nsecond text\n' | python stages/predict.py --format json
+python stages/predict.py --input new.csv --text-column question --format csv > labelled.csv
+"""
+
+import sys
+from pathlib import Path
+
+import click
+
+from pipeline.checkpoint import load_checkpoint
+from pipeline.cli import user_errors
+from pipeline.data import read_csv
+from pipeline.errors import PipelineError
+from pipeline.predict import predict_texts
+
+
+def read_texts(texts: tuple[str, ...], input_path: Path | None, text_column: str) -> list[str]:
+    """Texts from the arguments, else from a CSV column, else one per line of stdin."""
+    if texts:
+        return list(texts)
+    if input_path is not None:
+        table = read_csv(input_path)
+        if text_column not in table.columns:
+            found = ", ".join(map(str, table.columns))
+            raise PipelineError(f"{input_path} has no column '{text_column}'; it has: {found}.")
+        return list(table[text_column])
+    lines = [line.strip() for line in sys.stdin.read().splitlines()]
+    return [line for line in lines if line]
+
+
+@click.command()
+@click.argument("texts", nargs=-1)
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path),
+    default="models/model.pt",
+    show_default=True,
+    help="Checkpoint to load.",
+)
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(path_type=Path),
+    help="CSV file whose --text-column holds the texts (instead of arguments).",
+)
+@click.option(
+    "--text-column",
+    default="text",
+    show_default=True,
+    help="Column of the --input CSV that holds the texts.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+    help="Output: aligned table, JSON records, or CSV.",
+)
+def main(
+    texts: tuple[str, ...], model_path: Path, input_path: Path | None, text_column: str, fmt: str
+) -> None:
+    """Print the predicted label and the probability of every label for each text.
+
+    Texts come from the arguments, or from --input, or one per line on stdin."""
+    with user_errors():
+        checkpoint = load_checkpoint(model_path)
+        texts_in = read_texts(texts, input_path, text_column)
+        if not texts_in:
+            raise PipelineError("No texts to label; pass them as arguments, --input or stdin.")
+        out = predict_texts(checkpoint, texts_in)
+    if fmt == "json":
+        click.echo(out.to_json(orient="records", force_ascii=False, indent=1))
+    elif fmt == "csv":
+        click.echo(out.to_csv(index=False), nl=False)
+    else:
+        out["text"] = out["text"].str.slice(0, 60)
+        click.echo(out.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()

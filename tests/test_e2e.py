@@ -1,0 +1,141 @@
+"""End to end: the real `dvc` commands in a temporary git repository on a tiny CSV."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, tiny_train_overrides, write_csv
+
+pytestmark = pytest.mark.e2e
+
+REPORTS = ("reports/eval/metrics.json", "reports/train/metrics.json")
+
+
+def sh(project: Path, *args: str) -> str:
+    """Run a command in the project; fail the test with its output if it fails."""
+    # The venv's bin first, so DVC's `python stages/...` is the interpreter running the tests.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+def make_project(
+    path: Path, labels: list[str], text_column: str = "question", label_column: str = "subject"
+) -> Path:
+    """A git repo holding this project's pipeline, a tiny CSV and tiny-model params."""
+    path.mkdir()
+    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+        shutil.copy(ROOT / name, path / name)
+    for folder in ("stages", "src"):
+        shutil.copytree(
+            ROOT / folder, path / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+        )
+    write_csv(path / "data" / "raw" / "rows.csv", labels, 24, text_column, label_column)
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    params["data"] = {
+        "raw": "data/raw/rows.csv",
+        "text_column": text_column,
+        "label_column": label_column,
+    }
+    params["train"].update(tiny_train_overrides())
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(path, "git", "init", "-q", "-b", "main")
+    sh(path, "git", "config", "user.name", "Test")
+    sh(path, "git", "config", "user.email", "test@example.com")
+    sh(path, "dvc", "init", "-q")
+    sh(path, "dvc", "config", "core.analytics", "false")
+    sh(path, "git", "add", "-A")
+    sh(path, "git", "commit", "-q", "-m", "project")
+    return path
+
+
+def read(project: Path, name: str) -> bytes:
+    return (project / name).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def repro_project(tmp_path_factory) -> Path:
+    """A project after `dvc repro`, with the results committed."""
+    project = make_project(
+        tmp_path_factory.mktemp("e2e") / "project", ["Physics", "Chemistry", "Maths", "Biology"]
+    )
+    sh(project, "dvc", "repro")
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-q", "-m", "repro")
+    return project
+
+
+def test_repro_writes_reports_and_leaves_nothing_to_do(repro_project):
+    for name in (
+        *REPORTS,
+        "reports/eval/confusion.csv",
+        "reports/eval/per_class.csv",
+        "reports/clean.json",
+        "reports/split.json",
+        "models/model.pt",
+        "reports/train/plots/metrics/val_loss.tsv",
+    ):
+        assert (repro_project / name).is_file(), name
+    for png in ("pe_final", "pe_change", "pe_cosine"):
+        assert read(repro_project, f"reports/eval/{png}.png").startswith(b"\x89PNG")
+    assert "up to date" in sh(repro_project, "dvc", "status")
+    assert sh(repro_project, "git", "status", "--porcelain") == ""
+    metrics = json.loads(read(repro_project, "reports/eval/metrics.json"))
+    assert set(metrics["per_class"]) == {"Physics", "Chemistry", "Maths", "Biology"}
+
+
+def test_exp_run_reruns_only_train_and_evaluate(repro_project):
+    out = sh(repro_project, "dvc", "exp", "run", "-S", "train.lr=1e-2")
+    assert "Running stage 'train'" in out and "Running stage 'evaluate'" in out
+    for stage in ("clean", "split", "vocab"):
+        assert f"Running stage '{stage}'" not in out
+    diff = json.loads(sh(repro_project, "dvc", "metrics", "diff", "--json"))
+    assert diff["reports/train/metrics.json"]["val_loss"]["diff"] != 0
+    shown = json.loads(sh(repro_project, "dvc", "exp", "show", "--json"))
+    experiments = [e for rev in shown for e in (rev.get("experiments") or [])]
+    assert experiments, shown
+    sh(repro_project, "dvc", "exp", "run", "-S", "train.pos_encoding=sinusoidal")
+    assert b"sinusoidal" in read(repro_project, "reports/eval/pe_final.png") or (
+        yaml.safe_load(read(repro_project, "params.yaml"))["train"]["pos_encoding"] == "sinusoidal"
+    )
+    sh(repro_project, "git", "checkout", "-q", "--", ".")
+    sh(repro_project, "dvc", "checkout", "-q")
+
+
+def test_plots_show_writes_every_plot(repro_project, tmp_path):
+    sh(repro_project, "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
+    html = (tmp_path / "plots" / "index.html").read_text()
+    for title in (
+        "Cross-entropy loss, train vs validation",
+        "Accuracy, train vs validation",
+        "Confusion matrix",
+        "pe_final.png",
+        "pe_change.png",
+        "pe_cosine.png",
+    ):
+        assert title in html, title
+
+
+def test_repro_force_is_byte_identical(repro_project):
+    before = {name: read(repro_project, name) for name in REPORTS}
+    sh(repro_project, "dvc", "repro", "-f")
+    assert {name: read(repro_project, name) for name in REPORTS} == before
+    assert sh(repro_project, "git", "status", "--porcelain") == ""
+
+
+@pytest.mark.parametrize(
+    "labels", [["red", "green", "blue"], ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]]
+)
+def test_other_csv_columns_and_classes(tmp_path, labels):
+    project = make_project(tmp_path / "project", labels, text_column="body", label_column="topic")
+    sh(project, "dvc", "repro")
+    metrics = json.loads(read(project, "reports/eval/metrics.json"))
+    assert set(metrics["per_class"]) == set(labels)
+    assert metrics["rows"] == len(labels) * round(24 * 0.3)  # stratified: per label

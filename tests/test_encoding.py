@@ -1,0 +1,87 @@
+"""Encoding tables into token ids once, and batching them padded to each batch's longest row."""
+
+import pandas as pd
+import pytest
+import torch
+
+from pipeline.data import LABEL, TEXT
+from pipeline.encoding import batches, encode_table
+from pipeline.errors import PipelineError
+from pipeline.vocab import CLS_ID, PAD_ID, build_vocab
+
+
+def table(rows) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=[TEXT, LABEL])
+
+
+@pytest.fixture
+def vocab():
+    return build_vocab(["a b c d e f"], ["X", "Y"], min_freq=1, max_size=100)
+
+
+def test_encode_table_tokenises_each_row_once(vocab):
+    data = encode_table(table([("a b", "Y"), ("f zz e", "X")]), vocab, max_len=8, add_cls=False)
+    index = {t: i for i, t in enumerate(vocab.tokens)}
+    assert len(data) == 2
+    assert data.ids[0].tolist() == [index["a"], index["b"]]
+    assert data.ids[1].tolist() == [index["f"], 1, index["e"]]
+    assert data.labels.tolist() == [1, 0]
+    assert data.labels.dtype == torch.long
+
+
+def test_encode_table_with_cls_and_truncation(vocab):
+    data = encode_table(table([("a b c d e", "X")]), vocab, max_len=3, add_cls=True)
+    assert data.ids[0].tolist()[0] == CLS_ID
+    assert len(data.ids[0]) == 3
+
+
+def test_encode_table_rejects_unknown_labels(vocab):
+    with pytest.raises(PipelineError, match="Nope"):
+        encode_table(table([("a", "X"), ("b", "Nope")]), vocab, max_len=8, add_cls=False)
+
+
+def lengths_table(lengths):
+    return table([(" ".join(["a"] * n), "X") for n in lengths])
+
+
+def test_batches_pad_to_the_longest_row_of_each_batch(vocab):
+    data = encode_table(lengths_table([2, 5, 1, 3, 1]), vocab, max_len=64, add_cls=False)
+    shapes = [tokens.shape for tokens, _, _ in batches(data, batch_size=2)]
+    assert shapes == [(2, 5), (2, 3), (1, 1)]
+
+
+def test_batch_mask_is_true_exactly_on_padding(vocab):
+    data = encode_table(lengths_table([2, 4, 1]), vocab, max_len=64, add_cls=False)
+    tokens, mask, labels = next(batches(data, batch_size=3))
+    expected = torch.tensor(
+        [[False, False, True, True], [False, False, False, False], [False, True, True, True]]
+    )
+    assert torch.equal(mask, expected)
+    assert torch.equal(mask, tokens == PAD_ID)
+    assert labels.tolist() == [0, 0, 0]
+
+
+def test_batches_without_generator_keep_order(vocab):
+    rows = [("a", "X"), ("b", "Y"), ("c", "X"), ("d", "Y"), ("e", "Y")]
+    data = encode_table(table(rows), vocab, max_len=8, add_cls=False)
+    seen = [t for tokens, _, _ in batches(data, 2) for t in tokens[:, 0].tolist()]
+    assert seen == [row.item() for row in data.ids]
+    labels = torch.cat([labels for _, _, labels in batches(data, 2)])
+    assert labels.tolist() == [0, 1, 0, 1, 1]
+
+
+def test_seeded_shuffle_is_reproducible_and_keeps_rows_with_labels(vocab):
+    rows = [(t, "X" if i % 2 else "Y") for i, t in enumerate(["a", "b", "c", "d", "e", "f"])]
+    data = encode_table(table(rows), vocab, max_len=8, add_cls=False)
+
+    def order(seed):
+        out = []
+        for tokens, _, labels in batches(data, 4, torch.Generator().manual_seed(seed)):
+            out += list(zip(tokens[:, 0].tolist(), labels.tolist(), strict=True))
+        return out
+
+    first = order(11)
+    assert first == order(11)
+    rows_with_labels = zip([ids.item() for ids in data.ids], data.labels.tolist(), strict=True)
+    assert sorted(first) == sorted(rows_with_labels)
+    assert first != order(12)

@@ -1,0 +1,158 @@
+"""The Transformer-encoder classifier and its positional encodings."""
+
+import dataclasses
+import itertools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from pipeline.model import PositionalEncoding, TextClassifier, sinusoidal_table
+from pipeline.vocab import PAD_ID
+
+VOCAB_SIZE, CLASSES = 30, 3
+ATOL = 1e-5
+
+
+def make_model(params, **overrides) -> TextClassifier:
+    torch.manual_seed(0)
+    train = dataclasses.replace(params.train, **overrides)
+    return TextClassifier(VOCAB_SIZE, CLASSES, train).eval()
+
+
+def pad(rows: list[list[int]], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    tokens = torch.tensor([row + [PAD_ID] * (length - len(row)) for row in rows])
+    return tokens, tokens == PAD_ID
+
+
+@torch.no_grad()
+def logits(model, rows, length):
+    return model(*pad(rows, length))
+
+
+VARIANTS = [
+    dict(pos_encoding=pos, pooling=pool, norm_first=norm)
+    for pos, pool, norm in itertools.product(
+        ["learned", "sinusoidal", "none"], ["mean", "cls"], [False, True]
+    )
+]
+
+
+def variant_id(v: dict) -> str:
+    return f"{v['pos_encoding']}-{v['pooling']}-{'pre' if v['norm_first'] else 'post'}"
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_output_shape_is_batch_by_classes(params, variant):
+    model = make_model(params, **variant)
+    out = logits(model, [[3, 4, 5], [6, 7], [8]], length=4)
+    assert out.shape == (3, CLASSES)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_extra_padding_does_not_change_logits(params, variant):
+    model = make_model(params, **variant)
+    rows = [[2, 5, 6, 7], [2, 9, 10]]  # leading 2 is the CLS id, harmless for mean pooling
+    tight = logits(model, rows, length=4)
+    loose = logits(model, rows, length=12)
+    assert torch.allclose(tight, loose, atol=ATOL)
+
+
+@pytest.mark.parametrize("pos_encoding", ["learned", "sinusoidal", "none"])
+def test_a_row_does_not_depend_on_the_other_rows(params, pos_encoding):
+    model = make_model(params, pos_encoding=pos_encoding)
+    alone = logits(model, [[4, 5, 6, 7]], length=4)
+    with_friends = logits(model, [[4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15]], length=4)
+    with_others = logits(model, [[4, 5, 6, 7], [20, 21, 22, 23], [3, 3, 3, 3]], length=4)
+    assert torch.allclose(alone[0], with_friends[0], atol=ATOL)
+    assert torch.allclose(alone[0], with_others[0], atol=ATOL)
+    assert not torch.allclose(with_friends[1], with_others[1], atol=ATOL)
+
+
+def test_padded_row_in_a_batch_matches_the_row_alone(params):
+    model = make_model(params, pooling="mean")
+    alone = logits(model, [[4, 5]], length=2)
+    batched = logits(model, [[4, 5], [6, 7, 8, 9, 10, 11]], length=6)
+    assert torch.allclose(alone[0], batched[0], atol=ATOL)
+
+
+@pytest.mark.parametrize("pos_encoding", ["learned", "sinusoidal"])
+def test_position_matters_with_an_encoding(params, pos_encoding):
+    model = make_model(params, pos_encoding=pos_encoding)
+    out = logits(model, [[4, 5, 6], [6, 5, 4]], length=3)
+    assert not torch.allclose(out[0], out[1], atol=ATOL)
+
+
+def test_without_encoding_mean_pooling_ignores_word_order(params):
+    model = make_model(params, pos_encoding="none", pooling="mean")
+    out = logits(model, [[4, 5, 6], [6, 4, 5]], length=3)
+    assert torch.allclose(out[0], out[1], atol=ATOL)
+
+
+def test_learned_table_is_a_trainable_parameter(params):
+    model = make_model(params, pos_encoding="learned")
+    table = model.positions.table
+    assert isinstance(table, nn.Parameter)
+    assert table.requires_grad
+    assert table.shape == (params.train.max_seq_len, params.train.d_model)
+    assert any(p is table for p in model.parameters())
+    model.train()
+    tokens, mask = pad([[4, 5, 6]], 3)
+    model(tokens, mask).sum().backward()
+    assert table.grad is not None
+    assert table.grad[:3].abs().sum() > 0
+    assert table.grad[3:].abs().sum() == 0  # positions past the row get no gradient
+
+
+def test_sinusoidal_table_is_a_buffer_not_a_parameter(params):
+    model = make_model(params, pos_encoding="sinusoidal")
+    table = model.positions.table
+    assert not isinstance(table, nn.Parameter)
+    assert not any(p is table for p in model.parameters())
+    assert any(b is table for b in model.buffers())
+    assert "positions.table" in model.state_dict()
+    expected = sinusoidal_table(params.train.max_seq_len, params.train.d_model)
+    assert torch.equal(table, expected)
+
+
+def test_none_encoding_adds_nothing(params):
+    model = make_model(params, pos_encoding="none")
+    x = torch.randn(2, 5, params.train.d_model)
+    assert model.positions(x) is x
+    assert "positions.table" not in model.state_dict()
+
+
+def test_positional_encoding_adds_the_first_rows_of_the_table():
+    encoding = PositionalEncoding("sinusoidal", max_len=10, d_model=4)
+    x = torch.zeros(2, 3, 4)
+    out = encoding(x)
+    assert torch.equal(out[0], sinusoidal_table(10, 4)[:3])
+    assert torch.equal(out[1], out[0])
+
+
+def test_sinusoidal_table_matches_the_formula():
+    table = sinusoidal_table(max_len=10, d_model=8)
+    assert table.shape == (10, 8)
+    assert table[3, 4].item() == pytest.approx(math.sin(3 / 10000 ** (4 / 8)), abs=1e-6)
+    assert table[5, 3].item() == pytest.approx(math.cos(5 / 10000 ** (2 / 8)), abs=1e-6)
+    assert torch.equal(table[0, 0::2], torch.zeros(4))
+    assert torch.equal(table[0, 1::2], torch.ones(4))
+
+
+def test_sinusoidal_table_with_odd_d_model():
+    table = sinusoidal_table(max_len=6, d_model=5)
+    assert table.shape == (6, 5)
+    assert table[2, 4].item() == pytest.approx(math.sin(2 / 10000 ** (4 / 5)), abs=1e-6)
+    assert table[2, 3].item() == pytest.approx(math.cos(2 / 10000 ** (2 / 5)), abs=1e-6)
+
+
+def test_padding_embedding_is_zero(params):
+    model = make_model(params)
+    assert torch.equal(model.embedding.weight[PAD_ID], torch.zeros(params.train.d_model))
+
+
+def test_pre_norm_has_a_final_norm_and_post_norm_does_not(params):
+    assert isinstance(make_model(params, norm_first=True).encoder.norm, nn.LayerNorm)
+    assert make_model(params, norm_first=False).encoder.norm is None

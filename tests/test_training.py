@@ -1,0 +1,181 @@
+"""The training loop: schedule, learning, reproducibility and devices."""
+
+import dataclasses
+import itertools
+
+import pytest
+import torch
+
+from pipeline.config import load_params
+from pipeline.data import split_table
+from pipeline.encoding import batches, encode_table
+from pipeline.errors import PipelineError
+from pipeline.training import predict_logits, resolve_device, train_model, warmup_cosine
+from pipeline.vocab import build_vocab
+from tests.conftest import ROOT, synthetic_table, tiny_train_overrides
+
+METRICS = {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"}
+
+
+def tiny_params(**overrides):
+    # One thread: a fixed team of two spins badly when the CPU is shared with other work.
+    train = {**tiny_train_overrides(), "threads": 1, **overrides}
+    base = load_params(ROOT / "params.yaml")
+    return dataclasses.replace(base, train=dataclasses.replace(base.train, **train))
+
+
+@pytest.fixture(scope="module")
+def split():
+    train, val, _ = split_table(synthetic_table(["A", "B", "C"], 40), 0.3, seed=0)
+    vocab = build_vocab(train["text"], train["label"], min_freq=1, max_size=1000)
+    return train, val, vocab
+
+
+def run(split, **overrides):
+    """Train once; return the checkpoint and the per-epoch reports."""
+    train, val, vocab = split
+    params = tiny_params(**overrides)
+    epochs = []
+    checkpoint = train_model(
+        train, val, vocab, params.train, params.clean, lambda e, m: epochs.append((e, m))
+    )
+    return checkpoint, epochs
+
+
+@pytest.fixture(scope="module")
+def trained(split):
+    # Checked against 15 seeds: the lowest final val accuracy was 0.94.
+    return run(split, epochs=10, lr=1e-2, batch_size=8)
+
+
+# --- schedule --------------------------------------------------------------------------------
+
+
+def test_warmup_rises_linearly_to_one():
+    factor = warmup_cosine(warmup_steps=4, total_steps=20)
+    assert [factor(s) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert factor(4) == pytest.approx(1.0)
+
+
+def test_cosine_decays_to_zero_after_warmup():
+    factor = warmup_cosine(warmup_steps=4, total_steps=20)
+    after = [factor(s) for s in range(4, 21)]
+    assert all(a > b for a, b in itertools.pairwise(after))
+    assert factor(12) == pytest.approx(0.5)  # half way through the decay
+    assert factor(20) == pytest.approx(0.0, abs=1e-12)
+    assert factor(25) == pytest.approx(0.0, abs=1e-12)  # stays at 0 past the end
+
+
+def test_no_warmup_starts_at_full_rate():
+    factor = warmup_cosine(warmup_steps=0, total_steps=10)
+    assert factor(0) == pytest.approx(1.0)
+    assert 0 < factor(9) < factor(1) < 1
+
+
+# --- learning --------------------------------------------------------------------------------
+
+
+def test_learns_separable_synthetic_data(trained):
+    _, epochs = trained
+    final = epochs[-1][1]
+    assert final["val_accuracy"] >= 0.9
+    assert final["train_accuracy"] >= 0.9
+    assert final["val_loss"] < epochs[0][1]["val_loss"]
+    assert final["train_loss"] < epochs[0][1]["train_loss"]
+
+
+def test_on_epoch_called_once_per_epoch_with_every_metric(trained):
+    _, epochs = trained
+    assert [e for e, _ in epochs] == list(range(1, 11))
+    for _, metrics in epochs:
+        assert set(metrics) == METRICS
+        assert 0.0 <= metrics["train_accuracy"] <= 1.0
+        assert 0.0 <= metrics["val_accuracy"] <= 1.0
+        assert metrics["train_loss"] > 0
+        assert metrics["seconds"] >= 0
+
+
+def test_checkpoint_holds_the_trained_model(trained, split):
+    checkpoint, epochs = trained
+    train, val, vocab = split
+    assert not checkpoint.model.training
+    assert checkpoint.vocab == vocab
+    assert checkpoint.params.epochs == 10
+    encoded_train = encode_table(train, vocab, checkpoint.params.max_seq_len, add_cls=False)
+    assert checkpoint.trained_positions == max(len(ids) for ids in encoded_train.ids)
+    # The learned encoding moved away from the copy taken before training.
+    initial = checkpoint.initial_positions
+    assert initial is not None
+    assert not torch.equal(initial, checkpoint.model.positions.table.detach())
+    # The returned model is the one whose accuracy was reported for the last epoch.
+    encoded_val = encode_table(val, vocab, checkpoint.params.max_seq_len, add_cls=False)
+    predicted = predict_logits(checkpoint.model, encoded_val, 16, torch.device("cpu"))
+    accuracy = (predicted.argmax(dim=1) == encoded_val.labels).float().mean().item()
+    assert accuracy == pytest.approx(epochs[-1][1]["val_accuracy"])
+
+
+def test_fixed_encoding_has_no_initial_copy(split):
+    checkpoint, _ = run(split, epochs=1, pos_encoding="sinusoidal")
+    assert checkpoint.initial_positions is None
+
+
+# --- reproducibility -------------------------------------------------------------------------
+
+
+def without_seconds(epochs):
+    return [(e, {k: v for k, v in m.items() if k != "seconds"}) for e, m in epochs]
+
+
+def test_same_params_give_identical_weights_and_metrics(split):
+    first, first_epochs = run(split, epochs=2)
+    second, second_epochs = run(split, epochs=2)
+    a, b = first.model.state_dict(), second.model.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert without_seconds(first_epochs) == without_seconds(second_epochs)
+
+
+def test_other_seed_gives_other_weights(split):
+    first, _ = run(split, epochs=2, seed=1)
+    second, _ = run(split, epochs=2, seed=2)
+    a, b = first.model.state_dict(), second.model.state_dict()
+    assert any(not torch.equal(a[key], b[key]) for key in a)
+
+
+# --- predictions and devices -----------------------------------------------------------------
+
+
+def test_predict_logits_keeps_row_order(trained, split):
+    checkpoint, _ = trained
+    _, val, vocab = split
+    data = encode_table(val.iloc[:7], vocab, 32, add_cls=False)
+    together = predict_logits(checkpoint.model, data, batch_size=3, device=torch.device("cpu"))
+    assert together.shape == (7, 3)
+    for i, (tokens, mask, _) in enumerate(batches(data, batch_size=1)):
+        with torch.no_grad():
+            alone = checkpoint.model(tokens, mask)
+        assert torch.allclose(together[i], alone[0], atol=1e-5)
+
+
+def test_resolve_device_cpu_and_auto():
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_resolve_device_cuda_without_gpu_raises():
+    with pytest.raises(PipelineError, match=r"train\.device"):
+        resolve_device("cuda")
+
+
+def test_train_model_rejects_cuda_without_gpu_before_training(split):
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without a GPU")
+    calls = []
+    train, val, vocab = split
+    params = tiny_params(device="cuda")
+    with pytest.raises(PipelineError, match="cuda"):
+        train_model(train, val, vocab, params.train, params.clean, lambda e, m: calls.append(e))
+    assert calls == []
