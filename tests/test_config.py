@@ -1,6 +1,7 @@
 """Loading and checking params.yaml."""
 
 import dataclasses
+import re
 
 import pytest
 import yaml
@@ -34,15 +35,13 @@ def load_error(path) -> str:
     return str(info.value)
 
 
-def test_repo_params_load_with_the_documented_defaults():
+def test_repo_params_load_typed():
     params = load_params(REPO_PARAMS)
     assert isinstance(params, Params)
-    assert params.train.lr == pytest.approx(1e-4)
-    assert params.train.d_model == 64
-    assert params.train.num_heads == 8
-    assert params.train.pos_encoding == "learned"
-    assert params.split.val_size == pytest.approx(0.3)
-    assert params.clean.lowercase is True
+    assert isinstance(params.train.lr, float)
+    assert isinstance(params.train.epochs, int)
+    # The README's first experiment, `dvc exp run -S train.lr=1e-3`, must change something.
+    assert params.train.lr != 1e-3
 
 
 def test_params_are_frozen():
@@ -54,11 +53,10 @@ def test_params_are_frozen():
 @pytest.mark.parametrize(("written", "expected"), [("1e-4", 1e-4), ("1e-05", 1e-5)])
 def test_lr_in_exponent_notation_becomes_a_float(tmp_path, written, expected):
     text = REPO_PARAMS.read_text(encoding="utf-8")
-    assert "lr: 1.0e-4" in text
     # PyYAML reads an unquoted 1e-4 as the string '1e-4'.
     assert yaml.safe_load(f"lr: {written}")["lr"] == written
     path = tmp_path / "params.yaml"
-    path.write_text(text.replace("lr: 1.0e-4", f"lr: {written}"), encoding="utf-8")
+    path.write_text(re.sub(r"(?m)^  lr: \S+", f"  lr: {written}", text), encoding="utf-8")
     lr = load_params(path).train.lr
     assert type(lr) is float
     assert lr == expected
@@ -208,12 +206,13 @@ def test_train_params_check_runs_on_direct_construction():
 
 def test_with_overrides_converts_like_params_yaml():
     base = load_params(REPO_PARAMS)
+    original_lr = base.train.lr
     params = with_overrides(base, {"train.lr": "1e-3", "split.seed": 7})
     assert params.train.lr == 1e-3
     assert type(params.train.lr) is float
     assert params.split.seed == 7
     assert params.train.epochs == base.train.epochs
-    assert base.train.lr == pytest.approx(1e-4)  # the original is untouched
+    assert base.train.lr == original_lr != 1e-3  # the original is untouched
 
 
 @pytest.mark.parametrize(

@@ -92,7 +92,7 @@ def test_repro_writes_reports_and_leaves_nothing_to_do(repro_project):
 
 
 def test_exp_run_reruns_only_train_and_evaluate(repro_project):
-    out = sh(repro_project, "dvc", "exp", "run", "-S", "train.lr=1e-2")
+    out = sh(repro_project, "dvc", "exp", "run", "-S", "train.lr=1e-3")
     assert "Running stage 'train'" in out and "Running stage 'evaluate'" in out
     for stage in ("clean", "split", "vocab"):
         assert f"Running stage '{stage}'" not in out
@@ -139,3 +139,52 @@ def test_other_csv_columns_and_classes(tmp_path, labels):
     metrics = json.loads(read(project, "reports/eval/metrics.json"))
     assert set(metrics["per_class"]) == set(labels)
     assert metrics["rows"] == len(labels) * round(24 * 0.3)  # stratified: per label
+
+
+def test_queued_sweep_and_plots_diff(repro_project, tmp_path):
+    sh(
+        repro_project,
+        "dvc",
+        "exp",
+        "run",
+        "--queue",
+        "-S",
+        "train.lr=1e-4,3e-4,1e-3",
+        "-S",
+        "train.pos_encoding=learned,sinusoidal",
+    )
+    sh(repro_project, "dvc", "queue", "start")
+    sh(repro_project, "dvc", "queue", "status")  # workers leave once the queue is empty
+    shown = json.loads(sh(repro_project, "dvc", "exp", "show", "--json"))
+    runs = {}
+    for rev in shown:
+        for exp in rev.get("experiments") or []:
+            for run in exp["revs"]:
+                data = run["data"]
+                params = data["params"]["params.yaml"]["data"]["train"]
+                if params["lr"] in (1e-4, 3e-4, 1e-3):
+                    loss = data["metrics"]["reports/train/metrics.json"]["data"]["val_loss"]
+                    runs[run["name"]] = (params["lr"], params["pos_encoding"], loss)
+    assert len({r[:2] for r in runs.values()}) == 6, runs
+    assert len({r[2] for r in runs.values()}) == 6, runs
+    first, second = sorted(runs)[:2]
+    sh(repro_project, "dvc", "plots", "diff", first, second, "-o", str(tmp_path / "diff"))
+    html = (tmp_path / "diff" / "index.html").read_text()
+    assert first in html and second in html
+
+
+def test_push_clone_pull_then_nothing_to_rerun_and_predict_works(repro_project, tmp_path):
+    sh(repro_project, "dvc", "remote", "add", "-d", "local", str(tmp_path / "remote"))
+    sh(repro_project, "git", "commit", "-q", "-am", "remote")
+    sh(repro_project, "dvc", "push")
+    clone = tmp_path / "clone"
+    sh(tmp_path, "git", "clone", "-q", str(repro_project), str(clone))
+    sh(clone, "dvc", "pull")
+    assert "up to date" in sh(clone, "dvc", "status")
+    assert "Running stage" not in sh(clone, "dvc", "repro")
+    texts = ["physics1 physics2 the", "maths3 maths4 of", "biology0 what"]
+    predict = ("python", "stages/predict.py", "--format", "json", *texts)
+    pulled = json.loads(sh(clone, *predict))
+    assert [row["text"] for row in pulled] == texts
+    assert {row["label"] for row in pulled} <= {"Physics", "Chemistry", "Maths", "Biology"}
+    assert pulled == json.loads(sh(repro_project, *predict))  # the very same model
