@@ -12,11 +12,14 @@ training seconds. Nothing is written to the repository.
 
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
+import pandas as pd
 import yaml
 
+from pipeline.baseline import fit_baseline, predict_baseline
 from pipeline.config import Params, load_params, with_overrides
 from pipeline.data import LABEL, TEXT, clean_table, read_raw, split_table
 from pipeline.evaluation import classification_metrics
@@ -33,10 +36,25 @@ def with_changes(params: Params, changes: list[str]) -> Params:
     return with_overrides(params, {key: yaml.safe_load(value) for key, _, value in pairs})
 
 
-def run_once(params: Params, csv: Path) -> dict:
+def split_rows(params: Params, csv: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     raw = read_raw(csv, params.data.text_column, params.data.label_column)
     table, _ = clean_table(raw, params.clean)
     train, val, _ = split_table(table, params.split.val_size, params.split.seed)
+    return train, val
+
+
+def run_baseline(params: Params, csv: Path) -> dict:
+    train, val = split_rows(params, csv)
+    start = time.perf_counter()
+    model = fit_baseline(train, params.baseline)
+    seconds = time.perf_counter() - start
+    labels = sorted(set(train[LABEL]))
+    metrics = classification_metrics(list(val[LABEL]), predict_baseline(model, val), labels)
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "seconds": seconds}
+
+
+def run_transformer(params: Params, csv: Path) -> dict:
+    train, val = split_rows(params, csv)
     vocab = build_vocab(train[TEXT], train[LABEL], params.vocab.min_freq, params.vocab.max_size)
     start = time.perf_counter()
     checkpoint = train_model(train, val, vocab, params.train, params.clean, lambda *_: None)
@@ -79,18 +97,23 @@ def main(
     )
     click.echo(f"{csv.name}  changes: {' '.join(changes) or '(none)'}  seeds: {seeds}")
     click.echo("| model | accuracy | macro-F1 | train s |\n|---|---|---|---|")
-    for encoding in encodings.split(","):
-        runs = []
-        for seed in map(int, seeds.split(",")):
-            params = with_changes(
-                base, [f"split.seed={seed}", f"train.seed={seed}", f"train.pos_encoding={encoding}"]
-            )
-            runs.append(run_once(params, csv))
+    seed_list = [int(seed) for seed in seeds.split(",")]
+
+    def row(name: str, run: Callable[[Params, Path], dict], changes: list[str]) -> None:
+        per_seed = ["split.seed={}", "train.seed={}"]
+        runs = [
+            run(with_changes(base, [c.format(seed) for c in per_seed] + changes), csv)
+            for seed in seed_list
+        ]
         click.echo(
-            f"| transformer, {encoding} PE | {mean_sd([r['accuracy'] for r in runs])} | "
+            f"| {name} | {mean_sd([r['accuracy'] for r in runs])} | "
             f"{mean_sd([r['macro_f1'] for r in runs])} | "
-            f"{statistics.mean(r['seconds'] for r in runs):.0f} |"
+            f"{statistics.mean(r['seconds'] for r in runs):.1f} |"
         )
+
+    row(f"baseline: TF-IDF {base.baseline.analyzer} + LinearSVC", run_baseline, [])
+    for encoding in encodings.split(","):
+        row(f"transformer, {encoding} PE", run_transformer, [f"train.pos_encoding={encoding}"])
 
 
 if __name__ == "__main__":

@@ -14,7 +14,11 @@ from tests.conftest import ROOT, tiny_train_overrides, write_csv
 
 pytestmark = pytest.mark.e2e
 
-REPORTS = ("reports/eval/metrics.json", "reports/train/metrics.json")
+REPORTS = (
+    "reports/eval/metrics.json",
+    "reports/train/metrics.json",
+    "reports/baseline/metrics.json",
+)
 
 
 def sh(project: Path, *args: str) -> str:

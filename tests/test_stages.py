@@ -50,7 +50,9 @@ def clean_args(raw: Path, tmp_path: Path) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("stage", ["clean", "split", "vocab", "train", "evaluate"])
+@pytest.mark.parametrize(
+    "stage", ["clean", "split", "vocab", "train", "evaluate", "baseline", "predict"]
+)
 def test_every_stage_documents_its_options(stage, tmp_path):
     result = run_stage(stage, "--help", cwd=tmp_path)
     assert result.returncode == 0

@@ -21,6 +21,7 @@ from pipeline.errors import PipelineError
 PosEncoding = Literal["learned", "sinusoidal", "none"]
 Pooling = Literal["mean", "cls"]
 Device = Literal["auto", "cpu", "cuda"]
+Analyzer = Literal["word", "char_wb"]
 
 
 @dataclass(frozen=True)
@@ -102,12 +103,30 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
+class BaselineParams:
+    analyzer: Analyzer
+    ngram_min: int
+    ngram_max: int
+    C: float
+
+    def __post_init__(self) -> None:
+        _require(self.ngram_min >= 1, "baseline.ngram_min", "must be at least 1")
+        _require(
+            self.ngram_max >= self.ngram_min,
+            "baseline.ngram_max",
+            f"must be at least baseline.ngram_min ({self.ngram_min})",
+        )
+        _require(self.C > 0, "baseline.C", "must be greater than 0")
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataParams
     clean: CleanParams
     split: SplitParams
     vocab: VocabParams
     train: TrainParams
+    baseline: BaselineParams
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
