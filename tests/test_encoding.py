@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pipeline.data import LABEL, TEXT
-from pipeline.encoding import batches, encode_table
+from pipeline.encoding import MAX_SUBWORDS, Subwords, batches, encode_table, subword_ids
 from pipeline.errors import PipelineError
 from pipeline.vocab import CLS_ID, PAD_ID, build_vocab
 
@@ -46,13 +46,14 @@ def lengths_table(lengths):
 
 def test_batches_pad_to_the_longest_row_of_each_batch(vocab):
     data = encode_table(lengths_table([2, 5, 1, 3, 1]), vocab, max_len=64, add_cls=False)
-    shapes = [tokens.shape for tokens, _, _ in batches(data, batch_size=2)]
+    shapes = [batch.tokens.shape for batch in batches(data, batch_size=2)]
     assert shapes == [(2, 5), (2, 3), (1, 1)]
 
 
 def test_batch_mask_is_true_exactly_on_padding(vocab):
     data = encode_table(lengths_table([2, 4, 1]), vocab, max_len=64, add_cls=False)
-    tokens, mask, labels = next(batches(data, batch_size=3))
+    batch = next(batches(data, batch_size=3))
+    tokens, mask, labels = batch.tokens, batch.padding_mask, batch.labels
     expected = torch.tensor(
         [[False, False, True, True], [False, False, False, False], [False, True, True, True]]
     )
@@ -64,9 +65,9 @@ def test_batch_mask_is_true_exactly_on_padding(vocab):
 def test_batches_without_generator_keep_order(vocab):
     rows = [("a", "X"), ("b", "Y"), ("c", "X"), ("d", "Y"), ("e", "Y")]
     data = encode_table(table(rows), vocab, max_len=8, add_cls=False)
-    seen = [t for tokens, _, _ in batches(data, 2) for t in tokens[:, 0].tolist()]
+    seen = [t for batch in batches(data, 2) for t in batch.tokens[:, 0].tolist()]
     assert seen == [row.item() for row in data.ids]
-    labels = torch.cat([labels for _, _, labels in batches(data, 2)])
+    labels = torch.cat([batch.labels for batch in batches(data, 2)])
     assert labels.tolist() == [0, 1, 0, 1, 1]
 
 
@@ -76,7 +77,8 @@ def test_seeded_shuffle_is_reproducible_and_keeps_rows_with_labels(vocab):
 
     def order(seed):
         out = []
-        for tokens, _, labels in batches(data, 4, torch.Generator().manual_seed(seed)):
+        for batch in batches(data, 4, torch.Generator().manual_seed(seed)):
+            tokens, labels = batch.tokens, batch.labels
             out += list(zip(tokens[:, 0].tolist(), labels.tolist(), strict=True))
         return out
 
@@ -85,3 +87,25 @@ def test_seeded_shuffle_is_reproducible_and_keeps_rows_with_labels(vocab):
     rows_with_labels = zip([ids.item() for ids in data.ids], data.labels.tolist(), strict=True)
     assert sorted(first) == sorted(rows_with_labels)
     assert first != order(12)
+
+
+def test_subword_ids_are_stable_bounded_and_shared_by_related_words():
+    spec = Subwords(buckets=1000, min_n=3, max_n=4)
+    ids = subword_ids("magnet", spec)
+    assert ids == subword_ids("magnet", spec)  # crc32, not the salted hash()
+    assert all(1 <= i <= 1000 for i in ids)
+    assert len(ids) == len("<magnet>") - 2 + len("<magnet>") - 3
+    assert set(ids) & set(subword_ids("magnetic", spec))
+    assert len(subword_ids("x" * 500, spec)) == MAX_SUBWORDS
+
+
+def test_subwords_align_with_token_ids_including_cls_and_truncation(vocab):
+    spec = Subwords(buckets=50, min_n=3, max_n=3)
+    data = encode_table(table([("a zz b c", "X"), ("", "Y")]), vocab, 3, True, spec)
+    first, empty = data.subwords
+    assert first.shape[0] == len(data.ids[0]) == 3
+    assert first[0].eq(0).all()  # CLS has no n-grams
+    assert first[1].tolist() == [*subword_ids("a", spec), 0]  # "<a>": one 3-gram, padded
+    assert empty.shape[0] == len(data.ids[1]) and empty.eq(0).all()
+    batch = next(batches(data, batch_size=2))
+    assert batch.subwords.shape[:2] == batch.tokens.shape

@@ -152,9 +152,9 @@ def test_predict_logits_keeps_row_order(trained, split):
     data = encode_table(val.iloc[:7], vocab, 32, add_cls=False)
     together = predict_logits(checkpoint.model, data, batch_size=3, device=torch.device("cpu"))
     assert together.shape == (7, 3)
-    for i, (tokens, mask, _) in enumerate(batches(data, batch_size=1)):
+    for i, batch in enumerate(batches(data, batch_size=1)):
         with torch.no_grad():
-            alone = checkpoint.model(tokens, mask)
+            alone = checkpoint.model(batch.tokens, batch.padding_mask)
         assert torch.allclose(together[i], alone[0], atol=1e-5)
 
 

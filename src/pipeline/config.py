@@ -69,6 +69,9 @@ class TrainParams:
     dim_feedforward: int
     dropout: float
     max_seq_len: int
+    subword_buckets: int  # hashed character n-gram embeddings; 0 = word embeddings only
+    subword_min_n: int
+    subword_max_n: int
     pooling: Pooling
     norm_first: bool
     batch_size: int
@@ -90,6 +93,13 @@ class TrainParams:
             self.d_model % self.num_heads == 0,
             "train.d_model",
             f"({self.d_model}) must be divisible by train.num_heads ({self.num_heads})",
+        )
+        _require(self.subword_buckets >= 0, "train.subword_buckets", "must not be negative")
+        _require(self.subword_min_n >= 1, "train.subword_min_n", "must be at least 1")
+        _require(
+            self.subword_max_n >= self.subword_min_n,
+            "train.subword_max_n",
+            f"must be at least train.subword_min_n ({self.subword_min_n})",
         )
         _require(self.lr > 0, "train.lr", "must be greater than 0")
         _require(self.weight_decay >= 0, "train.weight_decay", "must not be negative")
@@ -135,15 +145,26 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise PipelineError(f"Parameter file {path} does not exist.") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise PipelineError(f"Cannot read parameter file {path}: {err}.") from None
+        raise PipelineError(
+            f"Parameter file {path} does not exist; run from the project root or pass --params."
+        ) from None
+    except IsADirectoryError:
+        raise PipelineError(f"{path} is a directory, not a YAML file; check --params.") from None
+    except OSError as err:
+        raise PipelineError(f"Cannot read parameter file {path} ({err.strerror}).") from None
+    except UnicodeDecodeError:
+        raise PipelineError(f"Parameter file {path} is not UTF-8; save it as UTF-8.") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
         line = f" at line {where.line + 1}" if where else ""
         raise PipelineError(f"{path} is not valid YAML{line}; check the indentation.") from None
+    if raw is None:
+        raise PipelineError(
+            f"{path} is empty; it must be a mapping of the sections data, clean, split, vocab "
+            "and train."
+        )
     if not isinstance(raw, dict):
         raise PipelineError(f"{path} must be a mapping of sections (data, clean, ...).")
     try:
@@ -180,7 +201,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     for key in fields:
         if key not in raw:
             kind = "section" if dataclasses.is_dataclass(hints[key]) else "key"
-            raise PipelineError(f"{kind} '{prefix}{key}' is missing.")
+            raise PipelineError(f"{kind} '{prefix}{key}' is missing; every key must be given.")
         values[key] = _convert(hints[key], raw[key], f"{prefix}{key}")
     return cls(**values)
 

@@ -1,5 +1,7 @@
-"""Tables turned into tensors: token ids per row, once, and padded batches of them."""
+"""Tables turned into tensors: token ids (and hashed sub-word ids) per row, computed once,
+and padded batches of them."""
 
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -7,23 +9,75 @@ import pandas as pd
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from pipeline.config import TrainParams
 from pipeline.data import LABEL, TEXT
 from pipeline.errors import PipelineError
+from pipeline.text import tokenize
 from pipeline.vocab import PAD_ID, Vocab
+
+MAX_SUBWORDS = 32  # n-grams kept per token: bounds the batch tensor for very long "words"
+
+
+@dataclass(frozen=True)
+class Subwords:
+    """How tokens are split into hashed character n-grams (fastText-style)."""
+
+    buckets: int  # hash space; 0 turns sub-words off
+    min_n: int
+    max_n: int
+
+
+def subwords_of(params: TrainParams) -> Subwords | None:
+    if params.subword_buckets == 0:
+        return None
+    return Subwords(params.subword_buckets, params.subword_min_n, params.subword_max_n)
+
+
+def subword_ids(token: str, spec: Subwords) -> list[int]:
+    """Bucket ids (1..buckets) of the character n-grams of `<token>`; 0 is kept for padding.
+
+    crc32, not hash(): Python salts str hashes per process, which would change the ids.
+    """
+    marked = f"<{token}>"
+    grams = [
+        marked[i : i + n]
+        for n in range(spec.min_n, spec.max_n + 1)
+        for i in range(len(marked) - n + 1)
+    ]
+    return [zlib.crc32(g.encode("utf-8")) % spec.buckets + 1 for g in grams[:MAX_SUBWORDS]]
 
 
 @dataclass(frozen=True)
 class Encoded:
-    """A table tokenised once: one tensor of token ids per row, and the label ids."""
+    """A table tokenised once: token ids per row, sub-word ids per row (or None), label ids."""
 
-    ids: list[torch.Tensor]
+    ids: list[torch.Tensor]  # each (tokens,)
+    subwords: list[torch.Tensor] | None  # each (tokens, n-grams), 0-padded
     labels: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.ids)
 
 
-def encode_table(table: pd.DataFrame, vocab: Vocab, max_len: int, add_cls: bool) -> Encoded:
+def _row_subwords(text: str, length: int, add_cls: bool, spec: Subwords) -> torch.Tensor:
+    """(length, n-grams) ids aligned with the row's token ids; CLS and <unk>-for-empty get none."""
+    rows = [[]] if add_cls else []
+    rows += [subword_ids(token, spec) for token in tokenize(text)[: length - len(rows)]]
+    rows += [[]] * (length - len(rows))
+    width = max(1, max(len(r) for r in rows))
+    out = torch.zeros(length, width, dtype=torch.long)
+    for i, grams in enumerate(rows):
+        out[i, : len(grams)] = torch.tensor(grams, dtype=torch.long)
+    return out
+
+
+def encode_table(
+    table: pd.DataFrame,
+    vocab: Vocab,
+    max_len: int,
+    add_cls: bool,
+    subwords: Subwords | None = None,
+) -> Encoded:
     unknown = sorted(set(table[LABEL]) - set(vocab.labels))
     if unknown:
         raise PipelineError(
@@ -31,21 +85,50 @@ def encode_table(table: pd.DataFrame, vocab: Vocab, max_len: int, add_cls: bool)
             f"({', '.join(vocab.labels)}); rerun the whole pipeline with `dvc repro`."
         )
     ids = [torch.tensor(vocab.encode(t, max_len, add_cls), dtype=torch.long) for t in table[TEXT]]
+    grams = None
+    if subwords is not None:
+        grams = [
+            _row_subwords(text, len(row), add_cls, subwords)
+            for text, row in zip(table[TEXT], ids, strict=True)
+        ]
     labels = torch.tensor(vocab.label_ids(table[LABEL]), dtype=torch.long)
-    return Encoded(ids=ids, labels=labels)
+    return Encoded(ids=ids, subwords=grams, labels=labels)
+
+
+@dataclass(frozen=True)
+class Batch:
+    tokens: torch.Tensor  # (batch, seq)
+    padding_mask: torch.Tensor  # (batch, seq), True on padding, as PyTorch attention expects
+    subwords: torch.Tensor | None  # (batch, seq, n-grams), 0 = none
+    labels: torch.Tensor  # (batch,)
+
+    def to(self, device: torch.device) -> "Batch":
+        subwords = self.subwords.to(device) if self.subwords is not None else None
+        return Batch(
+            self.tokens.to(device), self.padding_mask.to(device), subwords, self.labels.to(device)
+        )
+
+
+def _pad_subwords(rows: list[torch.Tensor], length: int) -> torch.Tensor:
+    out = torch.zeros(len(rows), length, max(r.shape[1] for r in rows), dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : row.shape[0], : row.shape[1]] = row
+    return out
 
 
 def batches(
     data: Encoded, batch_size: int, generator: torch.Generator | None = None
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield (tokens, padding_mask, labels), each batch padded only to its longest row.
+) -> Iterator[Batch]:
+    """Yield batches padded only to their longest row.
 
     With a generator the rows are shuffled (seeded, so reproducible); without, kept in order.
-    padding_mask is True where a position is padding, as PyTorch attention expects.
     """
     n = len(data)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     for start in range(0, n, batch_size):
-        index = order[start : start + batch_size]
+        index = order[start : start + batch_size].tolist()
         tokens = pad_sequence([data.ids[i] for i in index], batch_first=True, padding_value=PAD_ID)
-        yield tokens, tokens == PAD_ID, data.labels[index]
+        subwords = None
+        if data.subwords is not None:
+            subwords = _pad_subwords([data.subwords[i] for i in index], tokens.shape[1])
+        yield Batch(tokens, tokens == PAD_ID, subwords, data.labels[index])

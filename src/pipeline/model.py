@@ -47,6 +47,12 @@ class TextClassifier(nn.Module):
         super().__init__()
         self.pooling = params.pooling
         self.embedding = nn.Embedding(vocab_size, params.d_model, padding_idx=PAD_ID)
+        # Character n-grams carry over to words the training rows never had (or had once).
+        self.subwords = (
+            nn.Embedding(params.subword_buckets + 1, params.d_model, padding_idx=0)
+            if params.subword_buckets
+            else None
+        )
         self.positions = PositionalEncoding(params.pos_encoding, params.max_seq_len, params.d_model)
         self.dropout = nn.Dropout(params.dropout)
         layer = nn.TransformerEncoderLayer(
@@ -71,9 +77,19 @@ class TextClassifier(nn.Module):
             nn.Linear(params.d_model, num_classes),
         )
 
-    def forward(self, tokens: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
-        """Logits (batch, classes) for token ids (batch, seq); padding_mask is True on padding."""
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        padding_mask: torch.Tensor,
+        subwords: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits (batch, classes) for token ids (batch, seq); padding_mask is True on padding;
+        subwords (batch, seq, n-grams) are hashed n-gram ids, 0 = none."""
         x = self.embedding(tokens)
+        if self.subwords is not None and subwords is not None:
+            # A token is the mean of its word vector and its n-gram vectors.
+            count = (subwords > 0).sum(dim=-1, keepdim=True).to(x.dtype)
+            x = (x + self.subwords(subwords).sum(dim=2)) / (1.0 + count)
         x = self.dropout(self.positions(x))
         x = self.encoder(x, src_key_padding_mask=padding_mask)
         if self.pooling == "cls":

@@ -5,7 +5,7 @@ import torch
 
 from pipeline.checkpoint import Checkpoint
 from pipeline.data import LABEL, TEXT
-from pipeline.encoding import encode_table
+from pipeline.encoding import encode_table, subwords_of
 from pipeline.errors import PipelineError
 from pipeline.text import clean_text
 from pipeline.training import predict_logits
@@ -15,7 +15,8 @@ def predict_proba(checkpoint: Checkpoint, cleaned: list[str], batch_size: int = 
     """Class probabilities (rows, labels) for texts already cleaned like the training rows."""
     params = checkpoint.params
     table = pd.DataFrame({TEXT: cleaned, LABEL: checkpoint.vocab.labels[0]})
-    data = encode_table(table, checkpoint.vocab, params.max_seq_len, params.pooling == "cls")
+    add_cls = params.pooling == "cls"
+    data = encode_table(table, checkpoint.vocab, params.max_seq_len, add_cls, subwords_of(params))
     logits = predict_logits(checkpoint.model, data, batch_size, torch.device("cpu"))
     return logits.softmax(dim=1)
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from pipeline.checkpoint import Checkpoint
 from pipeline.config import CleanParams, TrainParams
-from pipeline.encoding import Encoded, batches, encode_table
+from pipeline.encoding import Encoded, batches, encode_table, subwords_of
 from pipeline.errors import PipelineError
 from pipeline.model import TextClassifier
 from pipeline.vocab import Vocab
@@ -57,10 +57,10 @@ def predict_logits(
 ) -> torch.Tensor:
     """Logits for every row of `data`, in order, on the CPU."""
     model.eval()
-    out = [
-        model(tokens.to(device), mask.to(device)).cpu()
-        for tokens, mask, _ in batches(data, batch_size)
-    ]
+    out = []
+    for batch in batches(data, batch_size):
+        batch = batch.to(device)
+        out.append(model(batch.tokens, batch.padding_mask, batch.subwords).cpu())
     return torch.cat(out)
 
 
@@ -89,9 +89,10 @@ def fit(
         start = time.perf_counter()
         model.train()
         total_loss, correct = 0.0, 0
-        for tokens, mask, labels in batches(train, params.batch_size, shuffle):
-            tokens, mask, labels = tokens.to(device), mask.to(device), labels.to(device)
-            logits = model(tokens, mask)
+        for batch in batches(train, params.batch_size, shuffle):
+            batch = batch.to(device)
+            labels = batch.labels
+            logits = model(batch.tokens, batch.padding_mask, batch.subwords)
             loss = loss_fn(logits, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -123,8 +124,9 @@ def train_model(
     make_deterministic(params.seed, params.threads)
     device = resolve_device(params.device)
     add_cls = params.pooling == "cls"
-    train = encode_table(train_table, vocab, params.max_seq_len, add_cls)
-    val = encode_table(val_table, vocab, params.max_seq_len, add_cls)
+    subwords = subwords_of(params)
+    train = encode_table(train_table, vocab, params.max_seq_len, add_cls, subwords)
+    val = encode_table(val_table, vocab, params.max_seq_len, add_cls, subwords)
     model = TextClassifier(len(vocab.tokens), len(vocab.labels), params)
     table = model.positions.table
     initial = table.detach().clone() if params.pos_encoding == "learned" else None
