@@ -38,7 +38,7 @@ def main(params_path: Path, train_path: Path, val_path: Path, output: Path) -> N
     """Fit TF-IDF + LinearSVC on the same training rows as the Transformer and score it on
     the same validation rows, in the same metrics schema, so that every experiment shows
     how the model compares with a strong classical baseline."""
-    with user_errors():
+    with user_errors(output):
         params = load_params(params_path)
         train, val = read_table(train_path), read_table(val_path)
         model = fit_baseline(train, params.baseline)

@@ -33,8 +33,9 @@ from pipeline.files import write_json
 )
 def main(params_path: Path, input_path: Path, output: Path, report: Path) -> None:
     """Lower-case, strip links, LaTeX markup and punctuation as the `clean` params say;
-    drop rows whose text or label is empty."""
-    with user_errors():
+    drop rows whose text or label is empty. Labels lose surrounding spaces but keep their
+    case ("physics" and "Physics" are two labels)."""
+    with user_errors(output, report):
         params = load_params(params_path)
         raw = read_raw(input_path, params.data.text_column, params.data.label_column)
         table, summary = clean_table(raw, params.clean)

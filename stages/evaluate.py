@@ -3,10 +3,12 @@
 from pathlib import Path
 
 import click
+import torch
 
 from pipeline.checkpoint import load_checkpoint
 from pipeline.cli import user_errors
 from pipeline.data import LABEL, TEXT, read_table, write_table
+from pipeline.errors import PipelineError
 from pipeline.evaluation import classification_metrics, confusion_table, per_class_table
 from pipeline.files import write_json
 from pipeline.plots import positional_encoding_plots
@@ -36,9 +38,19 @@ from pipeline.predict import predict_proba
 )
 def main(model_path: Path, val_path: Path, output: Path) -> None:
     """Score the model on the validation rows and draw its positional encoding."""
-    with user_errors():
+    with user_errors(output):
         checkpoint = load_checkpoint(model_path)
+        # As in training: a fixed count keeps results identical, and more threads than
+        # cores (or busy cores) makes small matrices far slower, not faster.
+        torch.set_num_threads(checkpoint.params.threads)
         val = read_table(val_path)
+        unknown = sorted(set(val[LABEL]) - set(checkpoint.vocab.labels))
+        if unknown:
+            names = ", ".join(unknown[:5])
+            raise PipelineError(
+                f"{val_path} has labels that {model_path} was not trained on ({names}); "
+                "run `dvc repro` so that the model and the split come from the same data."
+            )
         probs = predict_proba(checkpoint, list(val[TEXT]))
         labels = checkpoint.vocab.labels
         y_true = list(val[LABEL])

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import click
+import torch
 
 from pipeline.checkpoint import load_checkpoint
 from pipeline.cli import user_errors
@@ -22,7 +23,7 @@ def read_texts(texts: tuple[str, ...], input_path: Path | None, text_column: str
     if texts:
         return list(texts)
     if input_path is not None:
-        table = read_csv(input_path)
+        table = read_csv(input_path, fix="check the --input path")
         if text_column not in table.columns:
             found = ", ".join(map(str, table.columns))
             raise PipelineError(f"{input_path} has no column '{text_column}'; it has: {found}.")
@@ -69,6 +70,9 @@ def main(
     Texts come from the arguments, or from --input, or one per line on stdin."""
     with user_errors():
         checkpoint = load_checkpoint(model_path)
+        # As in training: a fixed count keeps results identical, and more threads than
+        # cores (or busy cores) makes small matrices far slower, not faster.
+        torch.set_num_threads(checkpoint.params.threads)
         texts_in = read_texts(texts, input_path, text_column)
         if not texts_in:
             raise PipelineError("No texts to label; pass them as arguments, --input or stdin.")

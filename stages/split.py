@@ -44,7 +44,7 @@ def main(
 ) -> None:
     """Remove repeated texts, then split the rest into train and validation rows
     (share split.val_size, seed split.seed), keeping the label proportions."""
-    with user_errors():
+    with user_errors(train_path, val_path, report):
         params = load_params(params_path)
         train, val, duplicates = split_table(
             read_table(input_path), params.split.val_size, params.split.seed

@@ -63,7 +63,7 @@ def main(
 ) -> None:
     """Train the Transformer encoder with the `train` params, logging per-epoch loss and
     accuracy of both splits with dvclive."""
-    with user_errors():
+    with user_errors(model_path, live_dir):
         params = load_params(params_path)
         train, val = read_table(train_path), read_table(val_path)
         vocab = load_vocab(vocab_path)

@@ -25,7 +25,7 @@ from pipeline.vocab import build_vocab, save_vocab
 def main(params_path: Path, train_path: Path, output: Path) -> None:
     """Build the vocabulary from the training rows only, so no validation word leaks in:
     tokens seen at least vocab.min_freq times, at most vocab.max_size of them."""
-    with user_errors():
+    with user_errors(output):
         params = load_params(params_path)
         train = read_table(train_path)
         vocab = build_vocab(train[TEXT], train[LABEL], params.vocab.min_freq, params.vocab.max_size)

@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from pipeline.data import LABEL, TEXT
-from pipeline.encoding import MAX_SUBWORDS, Subwords, batches, encode_table, subword_ids
+from pipeline.encoding import (
+    MAX_SUBWORDS,
+    Subwords,
+    batch_indices,
+    batches,
+    encode_table,
+    subword_ids,
+)
 from pipeline.errors import PipelineError
 from pipeline.vocab import CLS_ID, PAD_ID, build_vocab
 
@@ -47,7 +54,7 @@ def lengths_table(lengths):
 def test_batches_pad_to_the_longest_row_of_each_batch(vocab):
     data = encode_table(lengths_table([2, 5, 1, 3, 1]), vocab, max_len=64, add_cls=False)
     shapes = [batch.tokens.shape for batch in batches(data, batch_size=2)]
-    assert shapes == [(2, 5), (2, 3), (1, 1)]
+    assert shapes == [(2, 1), (2, 3), (1, 5)]  # lengths 1 1 | 2 3 | 5
 
 
 def test_batch_mask_is_true_exactly_on_padding(vocab):
@@ -55,20 +62,34 @@ def test_batch_mask_is_true_exactly_on_padding(vocab):
     batch = next(batches(data, batch_size=3))
     tokens, mask, labels = batch.tokens, batch.padding_mask, batch.labels
     expected = torch.tensor(
-        [[False, False, True, True], [False, False, False, False], [False, True, True, True]]
+        [[False, True, True, True], [False, False, True, True], [False, False, False, False]]
     )
     assert torch.equal(mask, expected)
     assert torch.equal(mask, tokens == PAD_ID)
     assert labels.tolist() == [0, 0, 0]
 
 
-def test_batches_without_generator_keep_order(vocab):
-    rows = [("a", "X"), ("b", "Y"), ("c", "X"), ("d", "Y"), ("e", "Y")]
+def test_batches_without_generator_go_by_length_and_name_their_rows(vocab):
+    rows = [("a b c", "X"), ("b", "Y"), ("c d", "X"), ("d", "Y"), ("e a b c", "Y")]
     data = encode_table(table(rows), vocab, max_len=8, add_cls=False)
-    seen = [t for batch in batches(data, 2) for t in batch.tokens[:, 0].tolist()]
-    assert seen == [row.item() for row in data.ids]
-    labels = torch.cat([batch.labels for batch in batches(data, 2)])
-    assert labels.tolist() == [0, 1, 0, 1, 1]
+    got = list(batches(data, 2))
+    assert [b.index for b in got] == [[1, 3], [2, 0], [4]]  # stable sort by length
+    for batch in got:
+        assert batch.labels.tolist() == [data.labels[i].item() for i in batch.index]
+        assert batch.tokens[:, 0].tolist() == [data.ids[i][0].item() for i in batch.index]
+
+
+def test_length_grouping_cuts_padding_and_keeps_every_row_once():
+    lengths = [1 + (i * 37) % 60 for i in range(640)]
+    shuffled = batch_indices(lengths, 16, torch.Generator().manual_seed(0))
+    assert sorted(i for group in shuffled for i in group) == list(range(640))
+
+    def padded(groups):
+        return sum(len(g) * max(lengths[i] for i in g) for g in groups)
+
+    random_groups = torch.randperm(640, generator=torch.Generator().manual_seed(0)).split(16)
+    assert padded(shuffled) < 0.7 * padded([g.tolist() for g in random_groups])
+    assert shuffled != batch_indices(lengths, 16, torch.Generator().manual_seed(1))
 
 
 def test_seeded_shuffle_is_reproducible_and_keeps_rows_with_labels(vocab):

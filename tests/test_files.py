@@ -6,7 +6,8 @@ import stat
 
 import pytest
 
-from pipeline.files import atomic_path, atomic_write_text, write_json
+from pipeline.errors import PipelineError
+from pipeline.files import all_or_nothing, atomic_path, atomic_write_text, write_json
 
 
 def test_atomic_write_text_writes_content_and_creates_folders(tmp_path):
@@ -79,3 +80,35 @@ def test_write_json_equal_dicts_give_equal_bytes(tmp_path):
     write_json(tmp_path / "one.json", one)
     write_json(tmp_path / "two.json", two)
     assert (tmp_path / "one.json").read_bytes() == (tmp_path / "two.json").read_bytes()
+
+
+def test_atomic_path_under_a_file_names_it(tmp_path):
+    (tmp_path / "blocker").write_text("x", encoding="utf-8")
+    with pytest.raises(PipelineError, match="blocker is a file, not a directory"):
+        atomic_write_text(tmp_path / "blocker" / "sub" / "out.txt", "x")
+    assert os.listdir(tmp_path) == ["blocker"]
+
+
+def test_atomic_path_onto_a_directory_leaves_no_temporary_file(tmp_path):
+    (tmp_path / "out.txt").mkdir()
+    with pytest.raises(PipelineError, match="directory of that name is in the way"):
+        atomic_write_text(tmp_path / "out.txt", "x")
+    assert os.listdir(tmp_path) == ["out.txt"]
+
+
+def test_all_or_nothing_removes_only_what_the_failed_block_wrote(tmp_path):
+    old, new, untouched = tmp_path / "old.txt", tmp_path / "d" / "new.txt", tmp_path / "d" / "u"
+    atomic_write_text(old, "earlier run")
+    atomic_write_text(untouched, "not an output of this run")
+    with pytest.raises(PipelineError), all_or_nothing(old, tmp_path / "d"):
+        atomic_write_text(new, "this run")
+        atomic_write_text(old, "this run")
+        raise PipelineError("later step failed")
+    assert not old.exists() and not new.exists()
+    assert untouched.read_text(encoding="utf-8") == "not an output of this run"
+
+
+def test_all_or_nothing_keeps_outputs_when_the_block_succeeds(tmp_path):
+    with all_or_nothing(tmp_path / "a.txt"):
+        atomic_write_text(tmp_path / "a.txt", "done")
+    assert (tmp_path / "a.txt").read_text(encoding="utf-8") == "done"

@@ -1,13 +1,18 @@
 """The stage commands themselves, run as a user runs them: bad input gives one sentence."""
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import ROOT, write_csv
+from pipeline.data import LABEL, TEXT
+from pipeline.vocab import build_vocab, save_vocab
+from tests.conftest import ROOT, synthetic_table, write_csv
 
 
 def run_stage(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -94,3 +99,50 @@ def test_clean_writes_table_and_report(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "10 rows in, 10 out" in result.stdout
     assert (tmp_path / "out" / "clean.csv").read_text().startswith("text,label\n")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_training_stops_quickly_and_leaves_no_outputs(tmp_path, sig):
+    """Ctrl-C or kill in the middle of training: exit non-zero within seconds, and neither a
+    model nor dvclive metrics stay behind for DVC to mistake for a finished stage."""
+    data = tmp_path / "data"
+    data.mkdir()
+    table = synthetic_table(["A", "B", "C"], 60)
+    table.iloc[:120].to_csv(data / "train.csv", index=False)
+    table.iloc[120:].to_csv(data / "val.csv", index=False)
+    build_vocab_json(data / "train.csv", data / "vocab.json")
+    write_params(tmp_path, train={"epochs": 1000, "threads": 1})
+    args = [
+        "--train",
+        str(data / "train.csv"),
+        "--val",
+        str(data / "val.csv"),
+        "--vocab",
+        str(data / "vocab.json"),
+        "--model",
+        str(tmp_path / "models" / "model.pt"),
+        "--live-dir",
+        str(tmp_path / "reports" / "train"),
+    ]
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "stages" / "train.py"), *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout.readline().startswith("epoch   1/1000")  # training is under way
+    stopped_at = time.monotonic()
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=30)
+    assert time.monotonic() - stopped_at < 10
+    assert process.returncode != 0
+    assert "Traceback" not in stderr
+    assert not (tmp_path / "models" / "model.pt").exists()
+    left = [p for p in (tmp_path / "reports").rglob("*") if p.is_file()]
+    assert left == []
+
+
+def build_vocab_json(train_csv: Path, out: Path) -> None:
+    table = pd.read_csv(train_csv)
+    save_vocab(build_vocab(table[TEXT], table[LABEL], min_freq=1, max_size=1000), out)

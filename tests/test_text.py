@@ -76,6 +76,10 @@ def test_remove_latex_on_alone_keeps_braces():
     assert clean_text(r"\( \frac{1}{2} \)", only(remove_latex=True)) == "frac {1}{2}"
 
 
+def test_remove_latex_on_alone_drops_stray_backslashes():
+    assert clean_text(r"50\% of a \\ b", only(remove_latex=True)) == "50 % of a b"
+
+
 def test_remove_punctuation_off_keeps_punctuation():
     assert clean_text("a, b?  c.", only(lowercase=True)) == "a, b? c."
 
@@ -133,3 +137,18 @@ def test_tokens_of_clean_text_rejoin_to_it(text):
     tokens = tokenize(out)
     assert " ".join(tokens) == out
     assert all(token.strip() == token and token for token in tokens)
+
+
+any_params = st.builds(CleanParams, st.booleans(), st.booleans(), st.booleans(), st.booleans())
+
+
+@given(st.text(), any_params)
+def test_every_combination_of_clean_params_is_idempotent_and_leaves_no_residue(text, params):
+    once = clean_text(text, params)
+    assert clean_text(once, params) == once
+    assert " ".join(tokenize(once)) == once
+    if params.remove_links:
+        for prefix in ("http://", "https://", "ftp://", "www."):
+            assert prefix not in once.lower()
+    if params.remove_latex:
+        assert "\\" not in once and "$" not in once

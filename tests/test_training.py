@@ -8,7 +8,7 @@ import torch
 
 from pipeline.config import load_params
 from pipeline.data import split_table
-from pipeline.encoding import batches, encode_table
+from pipeline.encoding import batches, encode_table, subwords_of
 from pipeline.errors import PipelineError
 from pipeline.training import predict_logits, resolve_device, train_model, warmup_cosine
 from pipeline.vocab import build_vocab
@@ -108,7 +108,8 @@ def test_checkpoint_holds_the_trained_model(trained, split):
     assert initial is not None
     assert not torch.equal(initial, checkpoint.model.positions.table.detach())
     # The returned model is the one whose accuracy was reported for the last epoch.
-    encoded_val = encode_table(val, vocab, checkpoint.params.max_seq_len, add_cls=False)
+    subwords = subwords_of(checkpoint.params)
+    encoded_val = encode_table(val, vocab, checkpoint.params.max_seq_len, False, subwords)
     predicted = predict_logits(checkpoint.model, encoded_val, 16, torch.device("cpu"))
     accuracy = (predicted.argmax(dim=1) == encoded_val.labels).float().mean().item()
     assert accuracy == pytest.approx(epochs[-1][1]["val_accuracy"])
@@ -149,13 +150,13 @@ def test_other_seed_gives_other_weights(split):
 def test_predict_logits_keeps_row_order(trained, split):
     checkpoint, _ = trained
     _, val, vocab = split
-    data = encode_table(val.iloc[:7], vocab, 32, add_cls=False)
+    data = encode_table(val.iloc[:7], vocab, 32, False, subwords_of(checkpoint.params))
     together = predict_logits(checkpoint.model, data, batch_size=3, device=torch.device("cpu"))
     assert together.shape == (7, 3)
-    for i, batch in enumerate(batches(data, batch_size=1)):
+    for batch in batches(data, batch_size=1):
         with torch.no_grad():
-            alone = checkpoint.model(batch.tokens, batch.padding_mask)
-        assert torch.allclose(together[i], alone[0], atol=1e-5)
+            alone = checkpoint.model(batch.tokens, batch.padding_mask, batch.subwords)
+        assert torch.allclose(together[batch.index[0]], alone[0], atol=1e-5)
 
 
 def test_resolve_device_cpu_and_auto():

@@ -153,3 +153,8 @@ def test_saved_file_is_json_with_tokens_and_labels(tmp_path):
     save_vocab(vocab, path)
     payload = json.loads(path.read_text(encoding="utf-8"))
     assert payload == {"labels": ["X", "Y", "Z"], "tokens": vocab.tokens}
+
+
+def test_load_a_directory_raises_pipeline_error(tmp_path):
+    with pytest.raises(PipelineError, match="Cannot read vocabulary"):
+        load_vocab(tmp_path)

@@ -54,6 +54,8 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
 def load_checkpoint(path: Path) -> Checkpoint:
     """Load a checkpoint written by save_checkpoint onto the CPU, in eval mode."""
     path = Path(path)
+    if path.is_dir():
+        raise PipelineError(f"{path} is a directory, not a checkpoint; pass the .pt file.")
     if not path.is_file():
         raise PipelineError(f"Model file {path} does not exist; run `dvc repro train` first.")
     try:

@@ -1,12 +1,15 @@
 """What every command shares: user errors become one sentence and exit code 1."""
 
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 import click
 
 from pipeline.errors import PipelineError
+from pipeline.files import all_or_nothing
 
 # A `--params` option, the same in every stage.
 params_option = click.option(
@@ -20,9 +23,21 @@ params_option = click.option(
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """Print a PipelineError as `Error: <sentence>` and exit 1, without a traceback."""
+def user_errors(*outputs: Path) -> Iterator[None]:
+    """Print a PipelineError as `Error: <sentence>` and exit 1, without a traceback.
+
+    If the block fails or is interrupted, whatever it wrote to `outputs` is removed (see
+    files.all_or_nothing), so DVC never sees a stage that stopped halfway as finished.
+    """
+    # SIGTERM (`kill`, a CI timeout) stops the stage like Ctrl-C does: with the clean-up below
+    # and exit code 1, instead of dying on the spot with temporary files left behind.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        yield
+        with all_or_nothing(*outputs):
+            yield
     except PipelineError as err:
         raise click.ClickException(str(err)) from None
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt

@@ -1,6 +1,9 @@
 """Tables of (text, label) rows: reading, cleaning and splitting. No torch here, so the
 clean and split stages start quickly."""
 
+import codecs
+import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,35 +17,79 @@ from pipeline.text import clean_text
 # Every table after the clean stage has exactly these two columns, whatever the raw CSV called them.
 TEXT, LABEL = "text", "label"
 
+# How pandas reports a row with more fields than the header.
+_FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 
-def read_csv(path: Path) -> pd.DataFrame:
-    """Read a CSV as strings; an empty field is the empty string, never NaN."""
+
+def read_csv(path: Path, fix: str = "check the path") -> pd.DataFrame:
+    """Read a UTF-8 CSV as strings: an empty or missing field is the empty string, never NaN,
+    and surrounding spaces are stripped from the column names.
+
+    `fix` tells the user what to do when the file does not exist or is a directory.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise PipelineError(f"{path} is a directory, not a CSV file; {fix}.")
     if not path.is_file():
-        raise PipelineError(f"Input file {path} does not exist; check the path in params.yaml.")
+        raise PipelineError(f"Input file {path} does not exist; {fix}.")
     try:
-        # utf-8-sig also accepts files that start with a byte-order mark (Excel writes one).
-        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
+        data = path.read_bytes()
+    except OSError as err:
         raise PipelineError(
-            f"{path} is not UTF-8 text (bad byte at offset {err.start}); "
-            "save it as UTF-8 and run again."
+            f"Cannot read {path} ({err.strerror}); check its permissions."
         ) from None
+    # Text never holds NUL bytes; images, zip (Excel), gzip and UTF-16 files do.
+    if b"\0" in data:
+        raise PipelineError(
+            f"{path} is not a text file (it holds binary data, as images, Excel, zip or gzip "
+            "files do); export it as a UTF-8 CSV and run again."
+        )
+    data = data.removeprefix(codecs.BOM_UTF8)  # Excel writes a byte-order mark
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise PipelineError(
+            f"{path} is not UTF-8: line {line} has the byte 0x{data[err.start]:02X}, which UTF-8 "
+            "cannot decode; save the file again with the UTF-8 encoding."
+        ) from None
+    try:
+        # header=None: pandas then reports a row with more fields than the header as an error
+        # instead of silently using the first column as an index or dropping the extra field.
+        rows = pd.read_csv(io.StringIO(text), header=None, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         raise PipelineError(f"{path} is empty; it needs a header row and data rows.") from None
     except pd.errors.ParserError as err:
-        reason = str(err).strip().splitlines()[-1]
-        raise PipelineError(f"{path} is not a valid CSV file ({reason}).") from None
+        found = _FIELDS.search(str(err))
+        if found:
+            expected, line, seen = found.groups()
+            raise PipelineError(
+                f"{path} line {line} has {seen} fields but the header has {expected}; "
+                "put quotes around fields that contain commas."
+            ) from None
+        reason = str(err).strip().split("C error: ")[-1]
+        raise PipelineError(
+            f"{path} is not a valid CSV file ({reason}); check its quotes."
+        ) from None
+    table = rows.iloc[1:].reset_index(drop=True)
+    table.columns = [name.strip() for name in rows.iloc[0]]
+    return table
 
 
 def read_raw(path: Path, text_column: str, label_column: str) -> pd.DataFrame:
     """Read the user's CSV and return its text and label columns as `text` and `label`."""
-    table = read_csv(path)
+    table = read_csv(path, fix="check data.raw in params.yaml")
+    columns = list(table.columns)
     for column, key in ((text_column, "data.text_column"), (label_column, "data.label_column")):
-        if column not in table.columns:
-            found = ", ".join(map(str, table.columns))
+        if column not in columns:
+            found = ", ".join(columns)
             raise PipelineError(
                 f"{path} has no column '{column}' ({key} in params.yaml); its columns are: {found}."
+            )
+        if columns.count(column) > 1:
+            raise PipelineError(
+                f"{path} has {columns.count(column)} columns named '{column}' ({key}); "
+                "rename all but one of them."
             )
     if table.empty:
         raise PipelineError(f"{path} has a header but no data rows.")
@@ -50,10 +97,12 @@ def read_raw(path: Path, text_column: str, label_column: str) -> pd.DataFrame:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """Read a table written by an earlier stage (columns `text` and `label`)."""
-    table = read_csv(path)
+    """Read a table written by an earlier stage (columns `text` and `label`, at least one row)."""
+    table = read_csv(path, fix="run `dvc repro` to write it")
     if list(table.columns) != [TEXT, LABEL]:
         raise PipelineError(f"{path} was not written by this pipeline; run `dvc repro` again.")
+    if table.empty:
+        raise PipelineError(f"{path} has no rows; run `dvc repro` again.")
     return table
 
 
@@ -63,7 +112,11 @@ def write_table(table: pd.DataFrame, path: Path) -> None:
 
 
 def clean_table(table: pd.DataFrame, params: CleanParams) -> tuple[pd.DataFrame, dict]:
-    """Clean every text, drop rows with no text or no label, and count what was dropped and why."""
+    """Clean every text, drop rows with no text or no label, and count what was dropped and why.
+
+    Labels lose surrounding spaces but keep their case: " Physics " is "Physics", while
+    "physics" is another label.
+    """
     labels = table[LABEL].str.strip()
     no_label = labels == ""
     no_text = (table[TEXT].str.strip() == "") & ~no_label
@@ -82,9 +135,12 @@ def clean_table(table: pd.DataFrame, params: CleanParams) -> tuple[pd.DataFrame,
         "labels": {str(k): int(v) for k, v in out[LABEL].value_counts().sort_index().items()},
     }
     if out.empty:
+        dropped = report["dropped"]
         raise PipelineError(
-            f"No rows are left after cleaning ({len(table)} in, "
-            f"{report['dropped']}); check data.text_column and data.label_column."
+            f"No rows are left after cleaning: of {len(table)} rows, {dropped['missing_text']} "
+            f"have no text, {dropped['missing_label']} no label and "
+            f"{dropped['empty_after_cleaning']} only punctuation, links or LaTeX markup; check "
+            "data.text_column, data.label_column and the clean params."
         )
     return out, report
 
@@ -103,13 +159,22 @@ def split_table(
     counts = unique[LABEL].value_counts()
     if len(counts) < 2:
         raise PipelineError(
-            f"The data has only one label ({counts.index[0]!r}); a classifier needs at least two."
+            f"The data has only one label ({counts.index[0]!r}), but a classifier needs at least "
+            "two; add rows of another label or check data.label_column."
         )
-    rare = counts[counts < 2]
-    if len(rare):
+    rare = sorted(counts[counts < 2].index)
+    if len(rare) == 1:
         raise PipelineError(
-            f"Label {rare.index[0]!r} has only one distinct row, so it cannot be in both "
+            f"Label {rare[0]!r} has only one distinct row, so it cannot be in both "
             "train and validation; add rows for it or remove it from the data."
+        )
+    if rare:
+        # Name a few, not thousands: a wrong data.label_column can make every row its own label.
+        names = ", ".join(map(repr, rare[:3]))
+        raise PipelineError(
+            f"{len(rare)} labels ({names}, ...) have only one distinct row each, so they cannot "
+            "be in both train and validation; add rows for them, remove them or check "
+            "data.label_column."
         )
     rng = np.random.default_rng(seed)
     val_index = []

@@ -95,8 +95,12 @@ def encode_table(
     return Encoded(ids=ids, subwords=grams, labels=labels)
 
 
+POOL_BATCHES = 50  # batches per length-sorting pool when shuffling
+
+
 @dataclass(frozen=True)
 class Batch:
+    index: list[int]  # the rows of the Encoded table in this batch, in batch order
     tokens: torch.Tensor  # (batch, seq)
     padding_mask: torch.Tensor  # (batch, seq), True on padding, as PyTorch attention expects
     subwords: torch.Tensor | None  # (batch, seq, n-grams), 0 = none
@@ -105,8 +109,34 @@ class Batch:
     def to(self, device: torch.device) -> "Batch":
         subwords = self.subwords.to(device) if self.subwords is not None else None
         return Batch(
-            self.tokens.to(device), self.padding_mask.to(device), subwords, self.labels.to(device)
+            self.index,
+            self.tokens.to(device),
+            self.padding_mask.to(device),
+            subwords,
+            self.labels.to(device),
         )
+
+
+def batch_indices(
+    lengths: list[int], batch_size: int, generator: torch.Generator | None = None
+) -> list[list[int]]:
+    """Group rows of similar length so that batches carry little padding.
+
+    Without a generator (inference) all rows are sorted by length. With one (training) the rows
+    are shuffled, sorted by length within pools of POOL_BATCHES batches, and the batches
+    shuffled, so batch contents still vary from epoch to epoch; all of it seeded.
+    """
+    n = len(lengths)
+    if generator is None:
+        order = sorted(range(n), key=lengths.__getitem__)
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    shuffled = torch.randperm(n, generator=generator).tolist()
+    groups = []
+    pool = batch_size * POOL_BATCHES
+    for start in range(0, n, pool):
+        part = sorted(shuffled[start : start + pool], key=lengths.__getitem__)
+        groups += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    return [groups[i] for i in torch.randperm(len(groups), generator=generator).tolist()]
 
 
 def _pad_subwords(rows: list[torch.Tensor], length: int) -> torch.Tensor:
@@ -119,16 +149,10 @@ def _pad_subwords(rows: list[torch.Tensor], length: int) -> torch.Tensor:
 def batches(
     data: Encoded, batch_size: int, generator: torch.Generator | None = None
 ) -> Iterator[Batch]:
-    """Yield batches padded only to their longest row.
-
-    With a generator the rows are shuffled (seeded, so reproducible); without, kept in order.
-    """
-    n = len(data)
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    for start in range(0, n, batch_size):
-        index = order[start : start + batch_size].tolist()
+    """Yield batches padded only to their longest row, grouped by length (see batch_indices)."""
+    for index in batch_indices([len(ids) for ids in data.ids], batch_size, generator):
         tokens = pad_sequence([data.ids[i] for i in index], batch_first=True, padding_value=PAD_ID)
         subwords = None
         if data.subwords is not None:
             subwords = _pad_subwords([data.subwords[i] for i in index], tokens.shape[1])
-        yield Batch(tokens, tokens == PAD_ID, subwords, data.labels[index])
+        yield Batch(index, tokens, tokens == PAD_ID, subwords, data.labels[index])

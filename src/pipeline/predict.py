@@ -26,7 +26,10 @@ def predict_texts(checkpoint: Checkpoint, texts: list[str]) -> pd.DataFrame:
     cleaned = [clean_text(text, checkpoint.clean) for text in texts]
     for number, (text, clean) in enumerate(zip(texts, cleaned, strict=True), start=1):
         if not clean:
-            raise PipelineError(f"Text {number} ({text[:40]!r}) has no words left after cleaning.")
+            raise PipelineError(
+                f"Text {number} ({text[:40]!r}) has no words left after cleaning; "
+                "give it at least one word."
+            )
     probs = predict_proba(checkpoint, cleaned)
     labels = checkpoint.vocab.labels
     out = pd.DataFrame({"text": texts, "label": [labels[i] for i in probs.argmax(dim=1)]})

@@ -28,6 +28,8 @@ def clean_text(text: str, params: CleanParams) -> str:
         text = _LATEX_DELIMITER.sub(" ", text)
         text = _LATEX_LAYOUT.sub(" ", text)
         text = _LATEX_COMMAND.sub(r" \1 ", text)
+        # A backslash left now starts no command (an escape like \% or the line break \\).
+        text = text.replace("\\", " ")
     if params.lowercase:
         text = text.lower()
     if params.remove_punctuation:

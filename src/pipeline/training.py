@@ -57,11 +57,14 @@ def predict_logits(
 ) -> torch.Tensor:
     """Logits for every row of `data`, in order, on the CPU."""
     model.eval()
-    out = []
+    out = None
     for batch in batches(data, batch_size):
         batch = batch.to(device)
-        out.append(model(batch.tokens, batch.padding_mask, batch.subwords).cpu())
-    return torch.cat(out)
+        logits = model(batch.tokens, batch.padding_mask, batch.subwords).cpu()
+        if out is None:
+            out = torch.empty(len(data), logits.shape[1])
+        out[batch.index] = logits  # batches come sorted by length: put rows back in order
+    return out
 
 
 def fit(

@@ -58,6 +58,10 @@ def load_vocab(path: Path) -> Vocab:
         vocab = Vocab(tokens=list(payload["tokens"]), labels=list(payload["labels"]))
     except FileNotFoundError:
         raise PipelineError(f"Vocabulary {path} does not exist; run `dvc repro vocab`.") from None
+    except OSError as err:  # a directory, no permission
+        raise PipelineError(
+            f"Cannot read vocabulary {path} ({err.strerror}); run `dvc repro vocab`."
+        ) from None
     except (ValueError, KeyError, TypeError):
         raise PipelineError(f"{path} is not a vocabulary written by the vocab stage.") from None
     if tuple(vocab.tokens[: len(SPECIALS)]) != SPECIALS:
