@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 import pandas as pd
 import yaml
+from reference import train_reference  # bench/reference.py, beside this script
 
 from pipeline.baseline import fit_baseline, predict_baseline
 from pipeline.config import Params, load_params, with_overrides
@@ -53,6 +54,19 @@ def run_baseline(params: Params, csv: Path) -> dict:
     return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "seconds": seconds}
 
 
+def run_reference(params: Params, csv: Path) -> dict:
+    """The original notebook's recipe (bench/reference.py) on the same rows."""
+    train, val = split_rows(params, csv)
+    return train_reference(
+        list(train[TEXT]),
+        list(train[LABEL]),
+        list(val[TEXT]),
+        list(val[LABEL]),
+        epochs=30,
+        seed=params.train.seed,
+    )
+
+
 def run_transformer(params: Params, csv: Path) -> dict:
     train, val = split_rows(params, csv)
     vocab = build_vocab(train[TEXT], train[LABEL], params.vocab.min_freq, params.vocab.max_size)
@@ -81,6 +95,11 @@ def mean_sd(values: list[float]) -> str:
     show_default=True,
     help="Comma-separated train.pos_encoding values to compare.",
 )
+@click.option(
+    "--reference",
+    is_flag=True,
+    help="Add the original notebook's recipe (30 epochs; slow: ~15 min per seed).",
+)
 @click.option("--set", "changes", multiple=True, help="A param change, e.g. train.lr=1e-3.")
 def main(
     csv: Path,
@@ -88,6 +107,7 @@ def main(
     label_column: str,
     seeds: str,
     encodings: str,
+    reference: bool,
     changes: tuple[str, ...],
 ) -> None:
     """Print accuracy and macro-F1 (mean ± sd over seeds) for each positional encoding."""
@@ -112,6 +132,8 @@ def main(
         )
 
     row(f"baseline: TF-IDF {base.baseline.analyzer} + LinearSVC", run_baseline, [])
+    if reference:
+        row("original recipe (bench/reference.py)", run_reference, [])
     for encoding in encodings.split(","):
         row(f"transformer, {encoding} PE", run_transformer, [f"train.pos_encoding={encoding}"])
 
