@@ -7,9 +7,8 @@ import click
 from pipeline.baseline import fit_baseline, predict_baseline
 from pipeline.cli import params_option, user_errors
 from pipeline.config import load_params
-from pipeline.data import LABEL, read_table, write_table
-from pipeline.evaluation import classification_metrics, confusion_table, per_class_table
-from pipeline.files import write_json
+from pipeline.data import LABEL, read_table
+from pipeline.evaluation import write_scores
 
 
 @click.command()
@@ -43,10 +42,7 @@ def main(params_path: Path, train_path: Path, val_path: Path, output: Path) -> N
         train, val = read_table(train_path), read_table(val_path)
         model = fit_baseline(train, params.baseline)
         y_true, y_pred = list(val[LABEL]), predict_baseline(model, val)
-        metrics = classification_metrics(y_true, y_pred, sorted(set(train[LABEL])))
-        write_table(confusion_table(y_true, y_pred), output / "confusion.csv")
-        write_table(per_class_table(metrics), output / "per_class.csv")
-        write_json(output / "metrics.json", metrics)
+        metrics = write_scores(output, y_true, y_pred, sorted(set(train[LABEL])))
     click.echo(
         f"baseline: accuracy {metrics['accuracy']:.4f}, macro_f1 "
         f"{metrics['macro_f1']:.4f} ({params.baseline.analyzer} TF-IDF + LinearSVC)"

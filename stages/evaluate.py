@@ -7,10 +7,9 @@ import torch
 
 from pipeline.checkpoint import load_checkpoint
 from pipeline.cli import user_errors
-from pipeline.data import LABEL, TEXT, read_table, write_table
+from pipeline.data import LABEL, TEXT, read_table
 from pipeline.errors import PipelineError
-from pipeline.evaluation import classification_metrics, confusion_table, per_class_table
-from pipeline.files import write_json
+from pipeline.evaluation import write_scores
 from pipeline.plots import positional_encoding_plots
 from pipeline.predict import predict_proba
 
@@ -55,18 +54,14 @@ def main(model_path: Path, val_path: Path, output: Path) -> None:
         labels = checkpoint.vocab.labels
         y_true = list(val[LABEL])
         y_pred = [labels[i] for i in probs.argmax(dim=1)]
-        metrics = classification_metrics(y_true, y_pred, labels)
-        write_table(confusion_table(y_true, y_pred), output / "confusion.csv")
-        write_table(per_class_table(metrics), output / "per_class.csv")
-        table = checkpoint.model.positions.table
+        metrics = write_scores(output, y_true, y_pred, labels)
         positional_encoding_plots(
             checkpoint.params.pos_encoding,
-            table,
+            checkpoint.model.positions.table,
             checkpoint.initial_positions,
             checkpoint.trained_positions,
             output,
         )
-        write_json(output / "metrics.json", metrics)  # last: its presence means all is written
     click.echo(
         f"evaluate: accuracy {metrics['accuracy']:.4f}, macro_f1 "
         f"{metrics['macro_f1']:.4f} on {metrics['rows']} validation rows -> {output}"

@@ -1,7 +1,12 @@
 """Scores of predicted against true labels, in the schema every model of the project reports."""
 
+from pathlib import Path
+
 import pandas as pd
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+from pipeline.data import write_table
+from pipeline.files import write_json
 
 
 def _round(x: float) -> float:
@@ -42,3 +47,13 @@ def per_class_table(metrics: dict) -> pd.DataFrame:
 def confusion_table(y_true: list[str], y_pred: list[str]) -> pd.DataFrame:
     """One row per validation text, the input DVC's `confusion` plot template counts."""
     return pd.DataFrame({"actual": y_true, "predicted": y_pred})
+
+
+def write_scores(output: Path, y_true: list[str], y_pred: list[str], labels: list[str]) -> dict:
+    """Score the predictions and write metrics.json, confusion.csv and per_class.csv to
+    `output`; metrics.json last, so that its presence means the others are complete."""
+    metrics = classification_metrics(y_true, y_pred, labels)
+    write_table(confusion_table(y_true, y_pred), output / "confusion.csv")
+    write_table(per_class_table(metrics), output / "per_class.csv")
+    write_json(output / "metrics.json", metrics)
+    return metrics
