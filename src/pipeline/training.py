@@ -57,14 +57,13 @@ def predict_logits(
 ) -> torch.Tensor:
     """Logits for every row of `data`, in order, on the CPU."""
     model.eval()
-    out = None
+    rows, logits = [], []
     for batch in batches(data, batch_size):
         batch = batch.to(device)
-        logits = model(batch.tokens, batch.padding_mask, batch.subwords).cpu()
-        if out is None:
-            out = torch.empty(len(data), logits.shape[1])
-        out[batch.index] = logits  # batches come sorted by length: put rows back in order
-    return out
+        rows += batch.index
+        logits.append(model(batch.tokens, batch.padding_mask, batch.subwords).cpu())
+    # Batches come sorted by length: put the rows back in the table's order.
+    return torch.cat(logits)[torch.tensor(rows).argsort()]
 
 
 def fit(
