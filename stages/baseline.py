@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from pipeline.baseline import fit_baseline, predict_baseline
-from pipeline.cli import params_option, user_errors
+from pipeline.cli import params_option, train_option, user_errors, val_option
 from pipeline.config import load_params
 from pipeline.data import LABEL, read_table
 from pipeline.evaluation import write_scores
@@ -13,20 +13,8 @@ from pipeline.evaluation import write_scores
 
 @click.command()
 @params_option
-@click.option(
-    "--train",
-    "train_path",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Training rows written by the split stage.",
-)
-@click.option(
-    "--val",
-    "val_path",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Validation rows written by the split stage.",
-)
+@train_option
+@val_option
 @click.option(
     "--output",
     type=click.Path(path_type=Path),

@@ -6,7 +6,7 @@ import click
 import torch
 
 from pipeline.checkpoint import load_checkpoint
-from pipeline.cli import user_errors
+from pipeline.cli import user_errors, val_option
 from pipeline.data import LABEL, TEXT, read_table
 from pipeline.errors import PipelineError
 from pipeline.evaluation import write_scores
@@ -22,13 +22,7 @@ from pipeline.predict import predict_proba
     required=True,
     help="Checkpoint written by the train stage.",
 )
-@click.option(
-    "--val",
-    "val_path",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Validation rows written by the split stage.",
-)
+@val_option
 @click.option(
     "--output",
     type=click.Path(path_type=Path),

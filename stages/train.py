@@ -6,7 +6,7 @@ import click
 from dvclive import Live
 
 from pipeline.checkpoint import save_checkpoint
-from pipeline.cli import params_option, user_errors
+from pipeline.cli import params_option, train_option, user_errors, val_option
 from pipeline.config import load_params
 from pipeline.data import read_table
 from pipeline.training import train_model
@@ -17,20 +17,8 @@ LOGGED = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
 @click.command()
 @params_option
-@click.option(
-    "--train",
-    "train_path",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Training rows written by the split stage.",
-)
-@click.option(
-    "--val",
-    "val_path",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Validation rows, scored after every epoch.",
-)
+@train_option
+@val_option
 @click.option(
     "--vocab",
     "vocab_path",

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli import params_option, user_errors
+from pipeline.cli import params_option, train_option, user_errors
 from pipeline.config import load_params
 from pipeline.data import LABEL, TEXT, read_table
 from pipeline.vocab import build_vocab, save_vocab
@@ -12,13 +12,7 @@ from pipeline.vocab import build_vocab, save_vocab
 
 @click.command()
 @params_option
-@click.option(
-    "--train",
-    "train_path",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Training rows written by the split stage.",
-)
+@train_option
 @click.option(
     "--output", type=click.Path(path_type=Path), required=True, help="Vocabulary JSON to write."
 )

@@ -11,7 +11,7 @@ import click
 from pipeline.errors import PipelineError
 from pipeline.files import all_or_nothing
 
-# A `--params` option, the same in every stage.
+# Options several stages share, defined once.
 params_option = click.option(
     "--params",
     "params_path",
@@ -19,6 +19,20 @@ params_option = click.option(
     default="params.yaml",
     show_default=True,
     help="Parameter file (all sections are checked before any work starts).",
+)
+train_option = click.option(
+    "--train",
+    "train_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Training rows written by the split stage.",
+)
+val_option = click.option(
+    "--val",
+    "val_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Validation rows written by the split stage.",
 )
 
 
