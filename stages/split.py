@@ -6,7 +6,7 @@ import click
 
 from pipeline.cli import params_option, user_errors
 from pipeline.config import load_params
-from pipeline.data import LABEL, read_table, split_table, write_table
+from pipeline.data import label_counts, read_table, split_table, write_table
 from pipeline.files import write_json
 
 
@@ -55,8 +55,8 @@ def main(
             report,
             {
                 "duplicates_removed": duplicates,
-                "train": {k: int(v) for k, v in train[LABEL].value_counts().sort_index().items()},
-                "val": {k: int(v) for k, v in val[LABEL].value_counts().sort_index().items()},
+                "train": label_counts(train),
+                "val": label_counts(val),
             },
         )
     click.echo(

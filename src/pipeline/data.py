@@ -111,6 +111,11 @@ def write_table(table: pd.DataFrame, path: Path) -> None:
         table.to_csv(tmp, index=False)
 
 
+def label_counts(table: pd.DataFrame) -> dict[str, int]:
+    """Rows per label, labels sorted: for the stages' JSON reports."""
+    return {str(k): int(v) for k, v in table[LABEL].value_counts().sort_index().items()}
+
+
 def clean_table(table: pd.DataFrame, params: CleanParams) -> tuple[pd.DataFrame, dict]:
     """Clean every text, drop rows with no text or no label, and count what was dropped and why.
 
@@ -132,7 +137,7 @@ def clean_table(table: pd.DataFrame, params: CleanParams) -> tuple[pd.DataFrame,
             "missing_text": int(no_text.sum()),
             "empty_after_cleaning": int(emptied.sum()),
         },
-        "labels": {str(k): int(v) for k, v in out[LABEL].value_counts().sort_index().items()},
+        "labels": label_counts(out),
     }
     if out.empty:
         dropped = report["dropped"]
