@@ -7,11 +7,14 @@ import torch
 
 from pipeline.checkpoint import load_checkpoint
 from pipeline.cli import user_errors, val_option
+from pipeline.config import Part
 from pipeline.data import LABEL, TEXT, read_table
 from pipeline.errors import PipelineError
-from pipeline.evaluation import write_scores
+from pipeline.evaluation import accuracy, write_scores
 from pipeline.plots import positional_encoding_plots
 from pipeline.predict import predict_proba
+
+PARTS: tuple[Part, ...] = ("transformer", "ngrams")
 
 
 @click.command()
@@ -44,11 +47,18 @@ def main(model_path: Path, val_path: Path, output: Path) -> None:
                 f"{val_path} has labels that {model_path} was not trained on ({names}); "
                 "run `dvc repro` so that the model and the split come from the same data."
             )
-        probs = predict_proba(checkpoint, list(val[TEXT]))
         labels = checkpoint.vocab.labels
-        y_true = list(val[LABEL])
-        y_pred = [labels[i] for i in probs.argmax(dim=1)]
-        metrics = write_scores(output, y_true, y_pred, labels)
+        texts, y_true = list(val[TEXT]), list(val[LABEL])
+
+        def predicted(part: Part) -> list[str]:
+            return [labels[i] for i in predict_proba(checkpoint, texts, part=part).argmax(dim=1)]
+
+        # What each of the model's two paths scores alone: the transformer is the part the
+        # positional encoding acts on, so its own accuracy is the one to compare encodings by.
+        parts = {}
+        if checkpoint.model.ngrams is not None:
+            parts = {f"accuracy_{part}_only": accuracy(y_true, predicted(part)) for part in PARTS}
+        metrics = write_scores(output, y_true, predicted("both"), labels, parts)
         positional_encoding_plots(
             checkpoint.params.pos_encoding,
             checkpoint.model.positions.table,
@@ -56,9 +66,10 @@ def main(model_path: Path, val_path: Path, output: Path) -> None:
             checkpoint.trained_positions,
             output,
         )
+    alone = "".join(f", {key} {value:.4f}" for key, value in parts.items())
     click.echo(
         f"evaluate: accuracy {metrics['accuracy']:.4f}, macro_f1 "
-        f"{metrics['macro_f1']:.4f} on {metrics['rows']} validation rows -> {output}"
+        f"{metrics['macro_f1']:.4f}{alone} on {metrics['rows']} validation rows -> {output}"
     )
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipeline.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from pipeline.encoding import encode_table
+from pipeline.encoding import encode_table, subwords_of
 from pipeline.errors import PipelineError
 from pipeline.model import TextClassifier
 from pipeline.training import predict_logits
@@ -22,6 +22,10 @@ def make_checkpoint(params, **train_overrides) -> Checkpoint:
     vocab = build_vocab(table["text"], table["label"], min_freq=1, max_size=1000)
     train = dataclasses.replace(params.train, **train_overrides)
     model = TextClassifier(len(vocab.tokens), len(vocab.labels), train).eval()
+    if model.ngrams is not None:  # as if trained: the idf buffer and weights must round-trip
+        with torch.no_grad():
+            model.ngrams.idf.uniform_(1.0, 3.0)
+            model.ngrams.weight.weight.normal_()
     initial = None
     if train.pos_encoding == "learned":
         initial = model.positions.table.detach().clone() + 1.0
@@ -31,7 +35,8 @@ def make_checkpoint(params, **train_overrides) -> Checkpoint:
 def logits(checkpoint: Checkpoint) -> torch.Tensor:
     table = synthetic_table(["A", "B", "C"], 4, seed=9)
     params = checkpoint.params
-    data = encode_table(table, checkpoint.vocab, params.max_seq_len, params.pooling == "cls")
+    add_cls = params.pooling == "cls"
+    data = encode_table(table, checkpoint.vocab, params.max_seq_len, add_cls, subwords_of(params))
     return predict_logits(checkpoint.model, data, 5, torch.device("cpu"))
 
 
@@ -41,8 +46,9 @@ def logits(checkpoint: Checkpoint) -> torch.Tensor:
         {},
         {"pos_encoding": "sinusoidal", "pooling": "cls"},
         {"pos_encoding": "none", "norm_first": True},
+        {"ngram_path": False},
     ],
-    ids=["learned", "sinusoidal-cls", "none-prenorm"],
+    ids=["learned", "sinusoidal-cls", "none-prenorm", "no-ngram-path"],
 )
 def test_round_trip_gives_the_same_model(tmp_path, params, overrides):
     saved = make_checkpoint(params, **overrides)

@@ -111,10 +111,21 @@ def test_wrong_type_is_rejected_naming_the_key(tmp_path, section, key, value):
         ("lr", -0.001),
         ("dropout", 1.0),
         ("warmup_epochs", 31),
+        ("transformer_dropout", 1.0),
+        ("transformer_dropout", -0.1),
     ],
 )
 def test_impossible_train_value_is_rejected_naming_the_key(tmp_path, key, value):
     assert f"train.{key}" in load_error(with_value(tmp_path, "train", key, value))
+
+
+def test_ngram_path_needs_subword_buckets(tmp_path):
+    raw = repo_dict()
+    raw["train"]["subword_buckets"] = 0
+    raw["train"]["ngram_path"] = True
+    assert "train.ngram_path" in load_error(write_params(tmp_path, raw))
+    raw["train"]["ngram_path"] = False
+    assert load_params(write_params(tmp_path, raw)).train.subword_buckets == 0
 
 
 def test_d_model_not_divisible_by_num_heads(tmp_path):

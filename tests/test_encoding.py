@@ -11,6 +11,7 @@ from pipeline.encoding import (
     batch_indices,
     batches,
     encode_table,
+    ngram_idf,
     subword_ids,
 )
 from pipeline.errors import PipelineError
@@ -130,3 +131,42 @@ def test_subwords_align_with_token_ids_including_cls_and_truncation(vocab):
     assert empty.shape[0] == len(data.ids[1]) and empty.eq(0).all()
     batch = next(batches(data, batch_size=2))
     assert batch.subwords.shape[:2] == batch.tokens.shape
+
+
+def test_each_row_bag_holds_its_distinct_ngrams_with_counts(vocab):
+    spec = Subwords(buckets=50, min_n=3, max_n=3)
+    data = encode_table(table([("abc abc d", "X"), ("", "Y")]), vocab, 8, False, spec)
+    abc = subword_ids("abc", spec)
+    expected = {}
+    for i in abc + abc + subword_ids("d", spec):
+        expected[i] = expected.get(i, 0) + 1
+    ids, counts = data.ngram_ids[0], data.ngram_counts[0]
+    assert dict(zip(ids.tolist(), counts.tolist(), strict=True)) == expected
+    assert data.ngram_ids[1].numel() == 0  # an empty text has no n-grams, not a padding id
+    batch = next(batches(data, batch_size=2))
+    assert batch.ngram_ids.shape == batch.ngram_counts.shape == (2, len(expected))
+    assert batch.ngram_counts[batch.index.index(1)].eq(0).all()
+
+
+def test_no_bags_without_subwords(vocab):
+    data = encode_table(table([("a b", "X")]), vocab, 8, False)
+    assert data.ngram_ids is None and data.ngram_counts is None
+    assert next(batches(data, 1)).ngram_ids is None
+
+
+def test_ngram_idf_is_scikit_learns_smoothed_idf(vocab):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    spec = Subwords(buckets=40, min_n=2, max_n=3)
+    texts = ["a bb ccc", "bb dd", "a a a", "ccc ddd e"]
+    data = encode_table(table([(t, "X") for t in texts]), vocab, 16, False, spec)
+    idf = ngram_idf(data, spec.buckets)
+    vectorizer = TfidfVectorizer(analyzer=lambda ids: ids).fit(
+        [ids.tolist() for ids in data.ngram_ids]
+    )
+    for bucket, index in vectorizer.vocabulary_.items():
+        assert idf[bucket].item() == pytest.approx(vectorizer.idf_[index], rel=1e-6)
+    unseen = set(range(1, 41)) - set(vectorizer.vocabulary_)
+    assert all(
+        idf[b].item() == pytest.approx(1 + torch.log(torch.tensor(5.0)).item()) for b in unseen
+    )

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.model import PositionalEncoding, TextClassifier, sinusoidal_table
+from pipeline.model import NGRAM_SCALE, PositionalEncoding, TextClassifier, sinusoidal_table
 from pipeline.vocab import PAD_ID
 
 VOCAB_SIZE, CLASSES = 30, 3
@@ -17,7 +17,8 @@ ATOL = 1e-5
 
 def make_model(params, **overrides) -> TextClassifier:
     torch.manual_seed(0)
-    train = dataclasses.replace(params.train, **overrides)
+    # The transformer alone unless a test asks for the n-gram path (tested below).
+    train = dataclasses.replace(params.train, **{"ngram_path": False, **overrides})
     return TextClassifier(VOCAB_SIZE, CLASSES, train).eval()
 
 
@@ -156,3 +157,70 @@ def test_padding_embedding_is_zero(params):
 def test_pre_norm_has_a_final_norm_and_post_norm_does_not(params):
     assert isinstance(make_model(params, norm_first=True).encoder.norm, nn.LayerNorm)
     assert make_model(params, norm_first=False).encoder.norm is None
+
+
+def ngram_model(params, **overrides) -> TextClassifier:
+    return make_model(params, ngram_path=True, subword_buckets=20, **overrides)
+
+
+def test_ngram_path_is_a_linear_model_on_sublinear_l2_normalised_tfidf(params):
+    from sklearn.feature_extraction.text import TfidfTransformer
+
+    model = ngram_model(params)
+    path = model.ngrams
+    with torch.no_grad():
+        path.weight.weight.normal_()
+        path.bias.normal_()
+        path.idf.uniform_(1.0, 3.0)
+    counts = torch.zeros(2, 21)
+    counts[0, [3, 5, 7]] = torch.tensor([1.0, 4.0, 2.0])
+    counts[1, [5, 20]] = torch.tensor([3.0, 1.0])
+    ids = torch.tensor([[3, 5, 7], [5, 20, 0]])  # 0 pads the shorter row
+    bag_counts = torch.tensor([[1.0, 4.0, 2.0], [3.0, 1.0, 0.0]])
+    # scikit-learn's own TF-IDF weighting of the same counts, with the model's idf.
+    tfidf = TfidfTransformer(sublinear_tf=True).fit(counts.numpy())
+    tfidf.idf_ = path.idf.numpy().astype("float64")
+    features = torch.tensor(tfidf.transform(counts.numpy()).toarray(), dtype=torch.float32)
+    expected = NGRAM_SCALE * features @ path.weight.weight + path.bias
+    with torch.no_grad():
+        got = path(ids, bag_counts)
+    assert torch.allclose(got, expected, atol=1e-4)
+
+
+@torch.no_grad()
+def test_logits_are_the_sum_of_the_two_paths_at_inference(params):
+    model = ngram_model(params)
+    model.ngrams.weight.weight.normal_()
+    tokens, mask = pad([[3, 4, 5], [6, 7]], 3)
+    ids, counts = torch.tensor([[1, 2], [3, 0]]), torch.tensor([[1.0, 2.0], [1.0, 0.0]])
+    both = model(tokens, mask, None, ids, counts)
+    transformer = model(tokens, mask, None, ids, counts, part="transformer")
+    ngrams = model(tokens, mask, None, ids, counts, part="ngrams")
+    assert torch.allclose(both, transformer + ngrams, atol=ATOL)
+    assert torch.allclose(transformer, model(tokens, mask, part="transformer"))
+    assert not torch.allclose(ngrams, torch.zeros_like(ngrams))
+
+
+def test_a_model_with_an_ngram_path_refuses_to_run_without_ngrams(params):
+    model = ngram_model(params)
+    tokens, mask = pad([[3, 4]], 2)
+    with pytest.raises(ValueError, match="ngram"):
+        model(tokens, mask)
+    with pytest.raises(ValueError, match="ngram"):
+        make_model(params)(tokens, mask, part="ngrams")
+
+
+@torch.no_grad()
+def test_transformer_dropout_acts_in_training_only(params):
+    model = ngram_model(params, transformer_dropout=0.5, dropout=0.0)
+    tokens, mask = pad([[3, 4, 5]] * 64, 3)
+    ids, counts = torch.tensor([[1, 2]] * 64), torch.ones(64, 2)
+    ngrams = model(tokens, mask, None, ids, counts, part="ngrams")
+    transformer = model(tokens, mask, None, ids, counts, part="transformer")
+    model.train()
+    torch.manual_seed(1)
+    mixed = model(tokens, mask, None, ids, counts)
+    dropped = torch.isclose(mixed, ngrams, atol=ATOL).all(dim=1)
+    doubled = torch.isclose(mixed, ngrams + 2 * transformer, atol=ATOL).all(dim=1)
+    assert (dropped | doubled).all()  # each row: transformer dropped, or kept and rescaled
+    assert 10 < dropped.sum() < 54

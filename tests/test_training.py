@@ -155,7 +155,7 @@ def test_predict_logits_keeps_row_order(trained, split):
     assert together.shape == (7, 3)
     for batch in batches(data, batch_size=1):
         with torch.no_grad():
-            alone = checkpoint.model(batch.tokens, batch.padding_mask, batch.subwords)
+            alone = checkpoint.model(*batch.inputs())
         assert torch.allclose(together[batch.index[0]], alone[0], atol=1e-5)
 
 

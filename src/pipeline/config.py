@@ -22,6 +22,7 @@ PosEncoding = Literal["learned", "sinusoidal", "none"]
 Pooling = Literal["mean", "cls"]
 Device = Literal["auto", "cpu", "cuda"]
 Analyzer = Literal["word", "char_wb"]
+Part = Literal["both", "transformer", "ngrams"]  # which of the model's paths gives the logits
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ class TrainParams:
     subword_buckets: int  # hashed character n-gram embeddings; 0 = word embeddings only
     subword_min_n: int
     subword_max_n: int
+    ngram_path: bool  # add a linear path on the row's TF-IDF-weighted n-grams to the logits
+    transformer_dropout: float  # share of training rows whose transformer logits are dropped
     pooling: Pooling
     norm_first: bool
     batch_size: int
@@ -100,6 +103,14 @@ class TrainParams:
             self.subword_max_n >= self.subword_min_n,
             "train.subword_max_n",
             f"must be at least train.subword_min_n ({self.subword_min_n})",
+        )
+        _require(
+            self.subword_buckets > 0 or not self.ngram_path,
+            "train.ngram_path",
+            "needs train.subword_buckets above 0 (the n-grams are hashed into those buckets)",
+        )
+        _require(
+            0.0 <= self.transformer_dropout < 1.0, "train.transformer_dropout", "must be in [0, 1)"
         )
         _require(self.lr > 0, "train.lr", "must be greater than 0")
         _require(self.weight_decay >= 0, "train.weight_decay", "must not be negative")

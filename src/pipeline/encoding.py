@@ -49,11 +49,14 @@ def subword_ids(token: str, spec: Subwords) -> list[int]:
 
 @dataclass(frozen=True)
 class Encoded:
-    """A table tokenised once: token ids per row, sub-word ids per row (or None), label ids."""
+    """A table tokenised once: token ids per row, sub-word ids per row (or None), label ids,
+    and the row's bag of n-grams (distinct ids and their counts) for the model's n-gram path."""
 
     ids: list[torch.Tensor]  # each (tokens,)
     subwords: list[torch.Tensor] | None  # each (tokens, n-grams), 0-padded
     labels: torch.Tensor
+    ngram_ids: list[torch.Tensor] | None = None  # each (distinct n-grams,)
+    ngram_counts: list[torch.Tensor] | None = None  # each (distinct n-grams,), float
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -92,7 +95,32 @@ def encode_table(
             for text, row in zip(table[TEXT], ids, strict=True)
         ]
     labels = torch.tensor(vocab.label_ids(table[LABEL]), dtype=torch.long)
-    return Encoded(ids=ids, subwords=grams, labels=labels)
+    if grams is None:
+        return Encoded(ids=ids, subwords=None, labels=labels)
+    bags = [_bag(row) for row in grams]
+    return Encoded(
+        ids=ids,
+        subwords=grams,
+        labels=labels,
+        ngram_ids=[bag_ids for bag_ids, _ in bags],
+        ngram_counts=[counts for _, counts in bags],
+    )
+
+
+def _bag(subwords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distinct n-gram ids of a row (0, the padding id, dropped) and how often each occurs."""
+    bag_ids, counts = subwords.flatten().unique(return_counts=True)
+    keep = bag_ids > 0
+    return bag_ids[keep], counts[keep].to(torch.float32)
+
+
+def ngram_idf(data: Encoded, buckets: int) -> torch.Tensor:
+    """Smoothed inverse document frequency of every n-gram bucket over the rows of `data`,
+    as scikit-learn's TfidfVectorizer computes it: ln((1 + rows) / (1 + df)) + 1."""
+    frequency = torch.zeros(buckets + 1)
+    for bag_ids in data.ngram_ids or []:
+        frequency[bag_ids] += 1
+    return torch.log((1 + len(data)) / (1 + frequency)) + 1
 
 
 POOL_BATCHES = 50  # batches per length-sorting pool when shuffling
@@ -105,16 +133,26 @@ class Batch:
     padding_mask: torch.Tensor  # (batch, seq), True on padding, as PyTorch attention expects
     subwords: torch.Tensor | None  # (batch, seq, n-grams), 0 = none
     labels: torch.Tensor  # (batch,)
+    ngram_ids: torch.Tensor | None = None  # (batch, distinct n-grams), 0 = none
+    ngram_counts: torch.Tensor | None = None  # (batch, distinct n-grams), 0 on padding
 
     def to(self, device: torch.device) -> "Batch":
-        subwords = self.subwords.to(device) if self.subwords is not None else None
+        def move(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return tensor.to(device) if tensor is not None else None
+
         return Batch(
             self.index,
             self.tokens.to(device),
             self.padding_mask.to(device),
-            subwords,
+            move(self.subwords),
             self.labels.to(device),
+            move(self.ngram_ids),
+            move(self.ngram_counts),
         )
+
+    def inputs(self) -> tuple[torch.Tensor | None, ...]:
+        """The model's arguments, in the order TextClassifier.forward takes them."""
+        return self.tokens, self.padding_mask, self.subwords, self.ngram_ids, self.ngram_counts
 
 
 def batch_indices(
@@ -152,7 +190,10 @@ def batches(
     """Yield batches padded only to their longest row, grouped by length (see batch_indices)."""
     for index in batch_indices([len(ids) for ids in data.ids], batch_size, generator):
         tokens = pad_sequence([data.ids[i] for i in index], batch_first=True, padding_value=PAD_ID)
-        subwords = None
+        subwords = bag_ids = counts = None
         if data.subwords is not None:
             subwords = _pad_subwords([data.subwords[i] for i in index], tokens.shape[1])
-        yield Batch(index, tokens, tokens == PAD_ID, subwords, data.labels[index])
+        if data.ngram_ids is not None and data.ngram_counts is not None:
+            bag_ids = pad_sequence([data.ngram_ids[i] for i in index], batch_first=True)
+            counts = pad_sequence([data.ngram_counts[i] for i in index], batch_first=True)
+        yield Batch(index, tokens, tokens == PAD_ID, subwords, data.labels[index], bag_ids, counts)

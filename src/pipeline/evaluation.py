@@ -29,7 +29,7 @@ def classification_metrics(y_true: list[str], y_pred: list[str], labels: list[st
         for i, label in enumerate(labels)
     }
     return {
-        "accuracy": _round(accuracy_score(y_true, y_pred)),
+        "accuracy": accuracy(y_true, y_pred),
         "macro_precision": _round(p.mean()),
         "macro_recall": _round(r.mean()),
         "macro_f1": _round(f.mean()),
@@ -44,15 +44,26 @@ def per_class_table(metrics: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["label", "precision", "recall", "f1", "support"])
 
 
+def accuracy(y_true: list[str], y_pred: list[str]) -> float:
+    return _round(accuracy_score(y_true, y_pred))
+
+
 def confusion_table(y_true: list[str], y_pred: list[str]) -> pd.DataFrame:
     """One row per validation text, the input DVC's `confusion` plot template counts."""
     return pd.DataFrame({"actual": y_true, "predicted": y_pred})
 
 
-def write_scores(output: Path, y_true: list[str], y_pred: list[str], labels: list[str]) -> dict:
-    """Score the predictions and write metrics.json, confusion.csv and per_class.csv to
-    `output`; metrics.json last, so that its presence means the others are complete."""
-    metrics = classification_metrics(y_true, y_pred, labels)
+def write_scores(
+    output: Path,
+    y_true: list[str],
+    y_pred: list[str],
+    labels: list[str],
+    extra: dict | None = None,
+) -> dict:
+    """Score the predictions and write metrics.json (with `extra` entries added),
+    confusion.csv and per_class.csv to `output`; metrics.json last, so that its presence
+    means the others are complete."""
+    metrics = {**classification_metrics(y_true, y_pred, labels), **(extra or {})}
     write_table(confusion_table(y_true, y_pred), output / "confusion.csv")
     write_table(per_class_table(metrics), output / "per_class.csv")
     write_json(output / "metrics.json", metrics)

@@ -1,11 +1,12 @@
-"""The classifier: token embedding + positional encoding + Transformer encoder + pooling + head."""
+"""The classifier: token embedding + positional encoding + Transformer encoder + pooling + head,
+plus an optional linear path on the row's TF-IDF-weighted character n-grams (wide & deep)."""
 
 import math
 
 import torch
 from torch import nn
 
-from pipeline.config import TrainParams
+from pipeline.config import Part, TrainParams
 from pipeline.vocab import PAD_ID
 
 
@@ -42,6 +43,33 @@ class PositionalEncoding(nn.Module):
         return x + self.table[: x.size(1)]
 
 
+# L2-normalised TF-IDF entries are small (about 0.05): scaled up so that AdamW at the
+# pipeline's learning rates reaches the weights a linear model needs within the epochs.
+NGRAM_SCALE = 10.0
+
+
+class NgramPath(nn.Module):
+    """A linear model on the row's hashed character n-grams, weighted as TfidfVectorizer does
+    (sublinear tf, smoothed idf from the training rows, L2-normalised). Its logits are added to
+    the transformer's: on a thousand training rows a linear model on n-grams generalises better
+    than an encoder trained from scratch, and the sum lets the model do at least as well."""
+
+    def __init__(self, buckets: int, num_classes: int) -> None:
+        super().__init__()
+        # Filled from the training rows before training (training.train_model), then saved.
+        self.register_buffer("idf", torch.ones(buckets + 1))
+        self.weight = nn.Embedding(buckets + 1, num_classes, padding_idx=0)
+        nn.init.zeros_(self.weight.weight)
+        self.bias = nn.Parameter(torch.zeros(num_classes))
+
+    def forward(self, ngram_ids: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """Logits (batch, classes) for distinct n-gram ids (batch, n) with their counts (0 pads)."""
+        tf = torch.where(counts > 0, 1.0 + counts.clamp(min=1.0).log(), counts)
+        weights = tf * self.idf[ngram_ids]
+        weights = weights / weights.norm(dim=1, keepdim=True).clamp(min=1e-6)
+        return (self.weight(ngram_ids) * (NGRAM_SCALE * weights).unsqueeze(-1)).sum(1) + self.bias
+
+
 class TextClassifier(nn.Module):
     def __init__(self, vocab_size: int, num_classes: int, params: TrainParams) -> None:
         super().__init__()
@@ -76,8 +104,36 @@ class TextClassifier(nn.Module):
             nn.Dropout(params.dropout),
             nn.Linear(params.d_model, num_classes),
         )
+        self.ngrams = NgramPath(params.subword_buckets, num_classes) if params.ngram_path else None
+        self.transformer_dropout = params.transformer_dropout
 
     def forward(
+        self,
+        tokens: torch.Tensor,
+        padding_mask: torch.Tensor,
+        subwords: torch.Tensor | None = None,
+        ngram_ids: torch.Tensor | None = None,
+        ngram_counts: torch.Tensor | None = None,
+        part: Part = "both",
+    ) -> torch.Tensor:
+        """Logits (batch, classes): the transformer's plus, when the model has one, the n-gram
+        path's; `part` picks one of the two alone (to measure what each contributes)."""
+        uses_ngrams = self.ngrams is not None and part != "transformer"
+        if (part == "ngrams" or uses_ngrams) and (ngram_ids is None or ngram_counts is None):
+            raise ValueError("the n-gram path needs ngram_ids and ngram_counts")
+        if part == "ngrams":
+            return self.ngrams(ngram_ids, ngram_counts)
+        logits = self.transformer_logits(tokens, padding_mask, subwords)
+        if not uses_ngrams:
+            return logits
+        if self.training and self.transformer_dropout > 0:
+            # Drop the transformer's logits for some rows, so that the n-gram path learns to
+            # stand on its own instead of leaving the fit to the encoder, which overfits.
+            keep = torch.rand(len(logits), 1, device=logits.device) >= self.transformer_dropout
+            logits = logits * keep / (1.0 - self.transformer_dropout)
+        return logits + self.ngrams(ngram_ids, ngram_counts)
+
+    def transformer_logits(
         self,
         tokens: torch.Tensor,
         padding_mask: torch.Tensor,

@@ -4,6 +4,7 @@ import pandas as pd
 import torch
 
 from pipeline.checkpoint import Checkpoint
+from pipeline.config import Part
 from pipeline.data import LABEL, TEXT
 from pipeline.encoding import encode_table, subwords_of
 from pipeline.errors import PipelineError
@@ -11,13 +12,16 @@ from pipeline.text import clean_text
 from pipeline.training import predict_logits
 
 
-def predict_proba(checkpoint: Checkpoint, cleaned: list[str], batch_size: int = 64) -> torch.Tensor:
-    """Class probabilities (rows, labels) for texts already cleaned like the training rows."""
+def predict_proba(
+    checkpoint: Checkpoint, cleaned: list[str], batch_size: int = 64, part: Part = "both"
+) -> torch.Tensor:
+    """Class probabilities (rows, labels) for texts already cleaned like the training rows;
+    `part` asks for one of the model's paths alone."""
     params = checkpoint.params
     table = pd.DataFrame({TEXT: cleaned, LABEL: checkpoint.vocab.labels[0]})
     add_cls = params.pooling == "cls"
     data = encode_table(table, checkpoint.vocab, params.max_seq_len, add_cls, subwords_of(params))
-    logits = predict_logits(checkpoint.model, data, batch_size, torch.device("cpu"))
+    logits = predict_logits(checkpoint.model, data, batch_size, torch.device("cpu"), part)
     return logits.softmax(dim=1)
 
 

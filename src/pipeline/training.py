@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from pipeline.checkpoint import Checkpoint
-from pipeline.config import CleanParams, TrainParams
-from pipeline.encoding import Encoded, batches, encode_table, subwords_of
+from pipeline.config import CleanParams, Part, TrainParams
+from pipeline.encoding import Encoded, batches, encode_table, ngram_idf, subwords_of
 from pipeline.errors import PipelineError
 from pipeline.model import TextClassifier
 from pipeline.vocab import Vocab
@@ -53,15 +53,19 @@ def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, data: Encoded, batch_size: int, device: torch.device
+    model: nn.Module,
+    data: Encoded,
+    batch_size: int,
+    device: torch.device,
+    part: Part = "both",
 ) -> torch.Tensor:
-    """Logits for every row of `data`, in order, on the CPU."""
+    """Logits for every row of `data`, in order, on the CPU (of one path alone if `part` says)."""
     model.eval()
     rows, logits = [], []
     for batch in batches(data, batch_size):
         batch = batch.to(device)
         rows += batch.index
-        logits.append(model(batch.tokens, batch.padding_mask, batch.subwords).cpu())
+        logits.append(model(*batch.inputs(), part=part).cpu())
     # Batches come sorted by length: put the rows back in the table's order.
     return torch.cat(logits)[torch.tensor(rows).argsort()]
 
@@ -94,7 +98,7 @@ def fit(
         for batch in batches(train, params.batch_size, shuffle):
             batch = batch.to(device)
             labels = batch.labels
-            logits = model(batch.tokens, batch.padding_mask, batch.subwords)
+            logits = model(*batch.inputs())
             loss = loss_fn(logits, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -130,6 +134,8 @@ def train_model(
     train = encode_table(train_table, vocab, params.max_seq_len, add_cls, subwords)
     val = encode_table(val_table, vocab, params.max_seq_len, add_cls, subwords)
     model = TextClassifier(len(vocab.tokens), len(vocab.labels), params)
+    if model.ngrams is not None:
+        model.ngrams.idf.copy_(ngram_idf(train, params.subword_buckets))
     table = model.positions.table
     initial = table.detach().clone() if params.pos_encoding == "learned" else None
     fit(model, train, val, params, device, on_epoch)
