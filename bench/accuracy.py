@@ -6,7 +6,8 @@
 
 Runs the library in-process (clean -> split -> vocab -> train -> evaluate) with the repo's
 params.yaml, changed by any --set, for each seed (the seed of both split and train), and
-prints one table row per positional encoding: mean +- sd of accuracy and macro-F1, and
+prints one table row per positional encoding: mean +- sd of accuracy and macro-F1, the
+accuracy of the transformer alone and of the n-gram path alone (train.ngram_path), and
 training seconds. Nothing is written to the repository.
 """
 
@@ -21,14 +22,15 @@ import yaml
 from reference import train_reference  # bench/reference.py, beside this script
 
 from pipeline.baseline import fit_baseline, predict_baseline
-from pipeline.config import Params, load_params, with_overrides
+from pipeline.config import Params, Part, load_params, with_overrides
 from pipeline.data import LABEL, TEXT, clean_table, read_raw, split_table
-from pipeline.evaluation import classification_metrics
+from pipeline.evaluation import accuracy, classification_metrics
 from pipeline.predict import predict_proba
 from pipeline.training import train_model
 from pipeline.vocab import build_vocab
 
 ROOT = Path(__file__).resolve().parents[1]
+PARTS: tuple[Part, ...] = ("transformer", "ngrams")
 
 
 def with_changes(params: Params, changes: list[str]) -> Params:
@@ -73,10 +75,17 @@ def run_transformer(params: Params, csv: Path) -> dict:
     start = time.perf_counter()
     checkpoint = train_model(train, val, vocab, params.train, params.clean, lambda *_: None)
     seconds = time.perf_counter() - start
-    probs = predict_proba(checkpoint, list(val[TEXT]))
-    y_pred = [vocab.labels[i] for i in probs.argmax(dim=1)]
-    metrics = classification_metrics(list(val[LABEL]), y_pred, vocab.labels)
-    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "seconds": seconds}
+    texts, y_true = list(val[TEXT]), list(val[LABEL])
+
+    def predicted(part: Part) -> list[str]:
+        return [vocab.labels[i] for i in predict_proba(checkpoint, texts, part=part).argmax(dim=1)]
+
+    metrics = classification_metrics(y_true, predicted("both"), vocab.labels)
+    result = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "seconds": seconds}
+    if checkpoint.model.ngrams is not None:
+        for part in ("transformer", "ngrams"):
+            result[part] = accuracy(y_true, predicted(part))
+    return result
 
 
 def mean_sd(values: list[float]) -> str:
@@ -116,7 +125,10 @@ def main(
         [f"data.text_column={text_column}", f"data.label_column={label_column}", *changes],
     )
     click.echo(f"{csv.name}  changes: {' '.join(changes) or '(none)'}  seeds: {seeds}")
-    click.echo("| model | accuracy | macro-F1 | train s |\n|---|---|---|---|")
+    click.echo(
+        "| model | accuracy | macro-F1 | transformer alone | n-grams alone | train s |\n"
+        "|---|---|---|---|---|---|"
+    )
     seed_list = [int(seed) for seed in seeds.split(",")]
 
     def row(name: str, run: Callable[[Params, Path], dict], changes: list[str]) -> None:
@@ -125,9 +137,11 @@ def main(
             run(with_changes(base, [c.format(seed) for c in per_seed] + changes), csv)
             for seed in seed_list
         ]
+        # Accuracy of each of the model's paths alone, where it has both (train.ngram_path).
+        alone = [mean_sd([r[part] for r in runs]) if part in runs[0] else "-" for part in PARTS]
         click.echo(
             f"| {name} | {mean_sd([r['accuracy'] for r in runs])} | "
-            f"{mean_sd([r['macro_f1'] for r in runs])} | "
+            f"{mean_sd([r['macro_f1'] for r in runs])} | {' | '.join(alone)} | "
             f"{statistics.mean(r['seconds'] for r in runs):.1f} |"
         )
 
