@@ -148,8 +148,8 @@ def main(
     row(f"baseline: TF-IDF {base.baseline.analyzer} + LinearSVC", run_baseline, [])
     if reference:
         row("original recipe (bench/reference.py)", run_reference, [])
-    for encoding in encodings.split(","):
-        row(f"transformer, {encoding} PE", run_transformer, [f"train.pos_encoding={encoding}"])
+    for encoding in filter(None, encodings.split(",")):  # --encodings "" runs none
+        row(f"model, {encoding} PE", run_transformer, [f"train.pos_encoding={encoding}"])
 
 
 if __name__ == "__main__":
