@@ -22,15 +22,14 @@ import yaml
 from reference import train_reference  # bench/reference.py, beside this script
 
 from pipeline.baseline import fit_baseline, predict_baseline
-from pipeline.config import Params, Part, load_params, with_overrides
+from pipeline.config import PATHS, Params, load_params, with_overrides
 from pipeline.data import LABEL, TEXT, clean_table, read_raw, split_table
 from pipeline.evaluation import accuracy, classification_metrics
-from pipeline.predict import predict_proba
+from pipeline.predict import predict_labels
 from pipeline.training import train_model
 from pipeline.vocab import build_vocab
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS: tuple[Part, ...] = ("transformer", "ngrams")
 
 
 def with_changes(params: Params, changes: list[str]) -> Params:
@@ -76,15 +75,11 @@ def run_transformer(params: Params, csv: Path) -> dict:
     checkpoint = train_model(train, val, vocab, params.train, params.clean, lambda *_: None)
     seconds = time.perf_counter() - start
     texts, y_true = list(val[TEXT]), list(val[LABEL])
-
-    def predicted(part: Part) -> list[str]:
-        return [vocab.labels[i] for i in predict_proba(checkpoint, texts, part=part).argmax(dim=1)]
-
-    metrics = classification_metrics(y_true, predicted("both"), vocab.labels)
+    metrics = classification_metrics(y_true, predict_labels(checkpoint, texts), vocab.labels)
     result = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "seconds": seconds}
     if checkpoint.model.ngrams is not None:
-        for part in ("transformer", "ngrams"):
-            result[part] = accuracy(y_true, predicted(part))
+        for part in PATHS:
+            result[part] = accuracy(y_true, predict_labels(checkpoint, texts, part))
     return result
 
 
@@ -138,7 +133,7 @@ def main(
             for seed in seed_list
         ]
         # Accuracy of each of the model's paths alone, where it has both (train.ngram_path).
-        alone = [mean_sd([r[part] for r in runs]) if part in runs[0] else "-" for part in PARTS]
+        alone = [mean_sd([r[part] for r in runs]) if part in runs[0] else "-" for part in PATHS]
         click.echo(
             f"| {name} | {mean_sd([r['accuracy'] for r in runs])} | "
             f"{mean_sd([r['macro_f1'] for r in runs])} | {' | '.join(alone)} | "

@@ -7,14 +7,12 @@ import torch
 
 from pipeline.checkpoint import load_checkpoint
 from pipeline.cli import user_errors, val_option
-from pipeline.config import Part
+from pipeline.config import PATHS
 from pipeline.data import LABEL, TEXT, read_table
 from pipeline.errors import PipelineError
 from pipeline.evaluation import accuracy, write_scores
 from pipeline.plots import positional_encoding_plots
-from pipeline.predict import predict_proba
-
-PARTS: tuple[Part, ...] = ("transformer", "ngrams")
+from pipeline.predict import predict_labels
 
 
 @click.command()
@@ -47,18 +45,17 @@ def main(model_path: Path, val_path: Path, output: Path) -> None:
                 f"{val_path} has labels that {model_path} was not trained on ({names}); "
                 "run `dvc repro` so that the model and the split come from the same data."
             )
-        labels = checkpoint.vocab.labels
         texts, y_true = list(val[TEXT]), list(val[LABEL])
-
-        def predicted(part: Part) -> list[str]:
-            return [labels[i] for i in predict_proba(checkpoint, texts, part=part).argmax(dim=1)]
-
         # What each of the model's two paths scores alone: the transformer is the part the
-        # positional encoding acts on, so its own accuracy is the one to compare encodings by.
+        # positional encoding acts on, the n-gram path the part a linear model could do.
         parts = {}
         if checkpoint.model.ngrams is not None:
-            parts = {f"accuracy_{part}_only": accuracy(y_true, predicted(part)) for part in PARTS}
-        metrics = write_scores(output, y_true, predicted("both"), labels, parts)
+            parts = {
+                f"accuracy_{part}_only": accuracy(y_true, predict_labels(checkpoint, texts, part))
+                for part in PATHS
+            }
+        y_pred = predict_labels(checkpoint, texts)
+        metrics = write_scores(output, y_true, y_pred, checkpoint.vocab.labels, parts)
         positional_encoding_plots(
             checkpoint.params.pos_encoding,
             checkpoint.model.positions.table,

@@ -93,6 +93,9 @@ def test_repro_writes_reports_and_leaves_nothing_to_do(repro_project):
     assert sh(repro_project, "git", "status", "--porcelain") == ""
     metrics = json.loads(read(repro_project, "reports/eval/metrics.json"))
     assert set(metrics["per_class"]) == {"Physics", "Chemistry", "Maths", "Biology"}
+    # Each of the model's two paths is scored alone too (train.ngram_path is on by default).
+    for part in ("transformer", "ngrams"):
+        assert 0.0 < metrics[f"accuracy_{part}_only"] <= 1.0
 
 
 def test_exp_run_reruns_only_train_and_evaluate(repro_project):

@@ -23,6 +23,7 @@ Pooling = Literal["mean", "cls"]
 Device = Literal["auto", "cpu", "cuda"]
 Analyzer = Literal["word", "char_wb"]
 Part = Literal["both", "transformer", "ngrams"]  # which of the model's paths gives the logits
+PATHS: tuple[Part, ...] = ("transformer", "ngrams")  # each scored alone where the model has both
 
 
 @dataclass(frozen=True)

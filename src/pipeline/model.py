@@ -118,8 +118,10 @@ class TextClassifier(nn.Module):
     ) -> torch.Tensor:
         """Logits (batch, classes): the transformer's plus, when the model has one, the n-gram
         path's; `part` picks one of the two alone (to measure what each contributes)."""
+        if part == "ngrams" and self.ngrams is None:
+            raise ValueError("this model has no n-gram path (train.ngram_path is false)")
         uses_ngrams = self.ngrams is not None and part != "transformer"
-        if (part == "ngrams" or uses_ngrams) and (ngram_ids is None or ngram_counts is None):
+        if uses_ngrams and (ngram_ids is None or ngram_counts is None):
             raise ValueError("the n-gram path needs ngram_ids and ngram_counts")
         if part == "ngrams":
             return self.ngrams(ngram_ids, ngram_counts)

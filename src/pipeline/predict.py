@@ -25,6 +25,12 @@ def predict_proba(
     return logits.softmax(dim=1)
 
 
+def predict_labels(checkpoint: Checkpoint, cleaned: list[str], part: Part = "both") -> list[str]:
+    """The most probable label of each cleaned text (by one of the model's paths if `part`)."""
+    labels = checkpoint.vocab.labels
+    return [labels[i] for i in predict_proba(checkpoint, cleaned, part=part).argmax(dim=1)]
+
+
 def predict_texts(checkpoint: Checkpoint, texts: list[str]) -> pd.DataFrame:
     """Label raw texts: one row per text with its label and a column `p_<label>` per label."""
     cleaned = [clean_text(text, checkpoint.clean) for text in texts]
