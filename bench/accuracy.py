@@ -65,6 +65,7 @@ def run_reference(params: Params, csv: Path) -> dict:
         list(val[LABEL]),
         epochs=30,
         seed=params.train.seed,
+        threads=params.train.threads,  # as the pipeline: torch's default oversubscribes here
     )
 
 
