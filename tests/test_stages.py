@@ -130,6 +130,9 @@ def test_interrupted_training_stops_quickly_and_leaves_no_outputs(tmp_path, sig)
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a test run started in the background (`cmd &` in a script)
+        # inherits SIGINT ignored, and Python then never turns Ctrl-C into KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert process.stdout.readline().startswith("epoch   1/1000")  # training is under way
     stopped_at = time.monotonic()
