@@ -75,13 +75,12 @@ def run_transformer(params: Params, csv: Path) -> dict:
     start = time.perf_counter()
     checkpoint = train_model(train, val, vocab, params.train, params.clean, lambda *_: None)
     seconds = time.perf_counter() - start
-    texts, y_true = list(val[TEXT]), list(val[LABEL])
-    metrics = classification_metrics(y_true, predict_labels(checkpoint, texts), vocab.labels)
+    y_true = list(val[LABEL])
+    alone = PATHS if checkpoint.model.ngrams is not None else ()
+    predicted = predict_labels(checkpoint, list(val[TEXT]), ("both", *alone))
+    metrics = classification_metrics(y_true, predicted["both"], vocab.labels)
     result = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "seconds": seconds}
-    if checkpoint.model.ngrams is not None:
-        for part in PATHS:
-            result[part] = accuracy(y_true, predict_labels(checkpoint, texts, part))
-    return result
+    return result | {part: accuracy(y_true, predicted[part]) for part in alone}
 
 
 def mean_sd(values: list[float]) -> str:

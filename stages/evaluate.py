@@ -45,17 +45,13 @@ def main(model_path: Path, val_path: Path, output: Path) -> None:
                 f"{val_path} has labels that {model_path} was not trained on ({names}); "
                 "run `dvc repro` so that the model and the split come from the same data."
             )
-        texts, y_true = list(val[TEXT]), list(val[LABEL])
+        y_true = list(val[LABEL])
         # What each of the model's two paths scores alone: the transformer is the part the
         # positional encoding acts on, the n-gram path the part a linear model could do.
-        parts = {}
-        if checkpoint.model.ngrams is not None:
-            parts = {
-                f"accuracy_{part}_only": accuracy(y_true, predict_labels(checkpoint, texts, part))
-                for part in PATHS
-            }
-        y_pred = predict_labels(checkpoint, texts)
-        metrics = write_scores(output, y_true, y_pred, checkpoint.vocab.labels, parts)
+        alone = PATHS if checkpoint.model.ngrams is not None else ()
+        predicted = predict_labels(checkpoint, list(val[TEXT]), ("both", *alone))
+        parts = {f"accuracy_{part}_only": accuracy(y_true, predicted[part]) for part in alone}
+        metrics = write_scores(output, y_true, predicted["both"], checkpoint.vocab.labels, parts)
         positional_encoding_plots(
             checkpoint.params.pos_encoding,
             checkpoint.model.positions.table,

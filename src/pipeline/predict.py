@@ -6,29 +6,39 @@ import torch
 from pipeline.checkpoint import Checkpoint
 from pipeline.config import Part
 from pipeline.data import LABEL, TEXT
-from pipeline.encoding import encode_table, subwords_of
+from pipeline.encoding import Encoded, encode_table, subwords_of
 from pipeline.errors import PipelineError
 from pipeline.text import clean_text
 from pipeline.training import predict_logits
 
+BATCH_SIZE = 64
 
-def predict_proba(
-    checkpoint: Checkpoint, cleaned: list[str], batch_size: int = 64, part: Part = "both"
-) -> torch.Tensor:
-    """Class probabilities (rows, labels) for texts already cleaned like the training rows;
-    `part` asks for one of the model's paths alone."""
+
+def _encode(checkpoint: Checkpoint, cleaned: list[str]) -> Encoded:
     params = checkpoint.params
     table = pd.DataFrame({TEXT: cleaned, LABEL: checkpoint.vocab.labels[0]})
     add_cls = params.pooling == "cls"
-    data = encode_table(table, checkpoint.vocab, params.max_seq_len, add_cls, subwords_of(params))
-    logits = predict_logits(checkpoint.model, data, batch_size, torch.device("cpu"), part)
-    return logits.softmax(dim=1)
+    return encode_table(table, checkpoint.vocab, params.max_seq_len, add_cls, subwords_of(params))
 
 
-def predict_labels(checkpoint: Checkpoint, cleaned: list[str], part: Part = "both") -> list[str]:
-    """The most probable label of each cleaned text (by one of the model's paths if `part`)."""
+def predict_proba(checkpoint: Checkpoint, cleaned: list[str]) -> torch.Tensor:
+    """Class probabilities (rows, labels) for texts already cleaned like the training rows."""
+    data = _encode(checkpoint, cleaned)
+    return predict_logits(checkpoint.model, data, BATCH_SIZE, torch.device("cpu")).softmax(dim=1)
+
+
+def predict_labels(
+    checkpoint: Checkpoint, cleaned: list[str], parts: tuple[Part, ...] = ("both",)
+) -> dict[Part, list[str]]:
+    """The most probable label of each cleaned text, by the whole model and/or by one of its
+    paths alone, for each of `parts`; the texts are encoded once for all of them."""
+    data = _encode(checkpoint, cleaned)
     labels = checkpoint.vocab.labels
-    return [labels[i] for i in predict_proba(checkpoint, cleaned, part=part).argmax(dim=1)]
+    predicted = {}
+    for part in parts:
+        logits = predict_logits(checkpoint.model, data, BATCH_SIZE, torch.device("cpu"), part)
+        predicted[part] = [labels[i] for i in logits.argmax(dim=1)]
+    return predicted
 
 
 def predict_texts(checkpoint: Checkpoint, texts: list[str]) -> pd.DataFrame:
