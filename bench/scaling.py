@@ -94,9 +94,7 @@ def run_stage(stage: str, folder: Path) -> int:
     from pipeline.training import train_model
     from pipeline.vocab import load_vocab
 
-    # One epoch; train_model refuses more warmup epochs than epochs.
-    warmup = min(1, params.train.warmup_epochs)
-    params = with_overrides(params, {"train.epochs": 1, "train.warmup_epochs": warmup})
+    params = with_overrides(params, {"train.epochs": 1})
     train, val = read_table(folder / "train.csv"), read_table(folder / "val.csv")
     vocab = load_vocab(folder / "vocab.json")
     checkpoint = train_model(train, val, vocab, params.train, params.clean, lambda *_: None)

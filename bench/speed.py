@@ -86,8 +86,6 @@ def bench_params(columns: tuple[str, str], epochs: int, device: str, changes: di
             "data.text_column": columns[0],
             "data.label_column": columns[1],
             "train.epochs": epochs,
-            # train_model refuses more warmup epochs than epochs; the schedule costs nothing.
-            "train.warmup_epochs": min(epochs, base.train.warmup_epochs),
             "train.device": device,
             **changes,
         },

@@ -55,7 +55,7 @@ def tiny_train_overrides() -> dict:
         epochs=8,
         batch_size=8,
         lr=1e-2,
-        warmup_epochs=1,
+        warmup_share=0.1,
         max_seq_len=32,
         threads=1,
     )

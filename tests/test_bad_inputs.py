@@ -257,7 +257,7 @@ def train(**values) -> Callable[[dict], object]:
         (lambda raw: raw["split"].update(val_size=1), ["'split.val_size'", "between 0 and 1"]),
         (lambda raw: raw["split"].update(val_size=1.5), ["'split.val_size'", "between 0 and 1"]),
         (lambda raw: raw.pop("vocab"), ["section 'vocab' is missing"]),
-        (lambda raw: raw["train"].pop("warmup_epochs"), ["'train.warmup_epochs' is missing"]),
+        (lambda raw: raw["train"].pop("warmup_share"), ["'train.warmup_share' is missing"]),
         (lambda raw: raw.update(train=[1, 2]), ["train must be a mapping"]),
     ],
     ids=[

@@ -36,7 +36,8 @@ def logits(checkpoint: Checkpoint) -> torch.Tensor:
     table = synthetic_table(["A", "B", "C"], 4, seed=9)
     params = checkpoint.params
     add_cls = params.pooling == "cls"
-    data = encode_table(table, checkpoint.vocab, params.max_seq_len, add_cls, subwords_of(params))
+    subwords = subwords_of(params, checkpoint.max_token_chars)
+    data = encode_table(table, checkpoint.vocab, params.max_seq_len, add_cls, subwords)
     return predict_logits(checkpoint.model, data, 5, torch.device("cpu"))
 
 
@@ -152,8 +153,6 @@ def test_load_refuses_an_object_hidden_in_a_valid_payload(tmp_path, params):
 @pytest.mark.parametrize(
     "corrupt",
     [
-        lambda p: p.update(format=2),
-        lambda p: p.pop("format"),
         lambda p: p.pop("state_dict"),
         lambda p: p["params"].update(d_model=32),  # weights no longer fit the model
         lambda p: p["params"].update(bogus=1),
@@ -161,8 +160,6 @@ def test_load_refuses_an_object_hidden_in_a_valid_payload(tmp_path, params):
         lambda p: p.update(tokens=p["tokens"][:-1]),
     ],
     ids=[
-        "format",
-        "no-format",
         "no-state-dict",
         "shape",
         "unknown-param",
@@ -196,3 +193,36 @@ def test_load_payload_missing_a_late_key(tmp_path, params, key):
     torch.save(payload, path)
     with pytest.raises(PipelineError):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda p: p.update(format=1), "trained by an older version"),
+        (lambda p: p.pop("format"), "trained by an older version"),
+        (lambda p: p["inputs"].update(cleaning_rules=0), "trained by an older version"),
+        (lambda p: p.update(format=99), "written by a newer version"),
+    ],
+    ids=["format-1", "no-format", "other-cleaning-rules", "newer"],
+)
+def test_a_checkpoint_of_another_version_says_what_to_do(tmp_path, params, change, expected):
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, make_checkpoint(params))
+    payload = torch.load(path, weights_only=True)
+    change(payload)
+    torch.save(payload, path)
+    with pytest.raises(PipelineError, match=expected) as error:
+        load_checkpoint(path)
+    assert "dvc repro train" in str(error.value) or "update the code" in str(error.value)
+
+
+def test_the_input_constants_travel_with_the_checkpoint(tmp_path, params):
+    checkpoint = make_checkpoint(params)
+    checkpoint.max_token_chars = 7
+    checkpoint.model.ngram_scale = checkpoint.model.ngrams.scale = 3.0
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, checkpoint)
+    loaded = load_checkpoint(path)
+    assert loaded.max_token_chars == 7
+    assert loaded.model.ngrams.scale == 3.0
+    assert torch.equal(logits(loaded), logits(checkpoint))

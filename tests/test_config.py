@@ -110,7 +110,8 @@ def test_wrong_type_is_rejected_naming_the_key(tmp_path, section, key, value):
         ("lr", 0),
         ("lr", -0.001),
         ("dropout", 1.0),
-        ("warmup_epochs", 31),
+        ("warmup_share", 1.0),
+        ("warmup_share", -0.1),
         ("transformer_dropout", 1.0),
         ("transformer_dropout", -0.1),
     ],
@@ -178,10 +179,17 @@ def test_missing_section_is_named(tmp_path):
 
 def test_missing_key_is_named(tmp_path):
     raw = repo_dict()
-    del raw["train"]["warmup_epochs"]
+    del raw["train"]["warmup_share"]
     message = load_error(write_params(tmp_path, raw))
-    assert "train.warmup_epochs" in message
+    assert "train.warmup_share" in message
     assert "missing" in message
+
+
+def test_a_moved_key_names_its_new_place(tmp_path):
+    raw = repo_dict()
+    raw["train"]["warmup_epochs"] = raw["train"].pop("warmup_share")
+    message = load_error(write_params(tmp_path, raw))
+    assert "'train.warmup_epochs' is no longer a parameter: use train.warmup_share" in message
 
 
 def test_section_that_is_not_a_mapping(tmp_path):

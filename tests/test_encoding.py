@@ -1,12 +1,15 @@
 """Encoding tables into token ids once, and batching them padded to each batch's longest row."""
 
+import zlib
+
 import pandas as pd
 import pytest
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from pipeline.data import LABEL, TEXT
 from pipeline.encoding import (
-    MAX_SUBWORDS,
+    MAX_TOKEN_CHARS,
     Subwords,
     batch_indices,
     batches,
@@ -118,19 +121,30 @@ def test_subword_ids_are_stable_bounded_and_shared_by_related_words():
     assert all(1 <= i <= 1000 for i in ids)
     assert len(ids) == len("<magnet>") - 2 + len("<magnet>") - 3
     assert set(ids) & set(subword_ids("magnetic", spec))
-    assert len(subword_ids("x" * 500, spec)) == MAX_SUBWORDS
+
+
+def test_every_ngram_of_a_long_word_is_kept():
+    spec = Subwords(buckets=10**6, min_n=2, max_n=5)
+    word = "photosynthesis"  # "<photosynthesis>": 16 characters
+    assert len(subword_ids(word, spec)) == 15 + 14 + 13 + 12
+    # Only pathological tokens are cut, to their first MAX_TOKEN_CHARS characters.
+    long = "x" * (MAX_TOKEN_CHARS - 1) + "yz"
+    assert subword_ids(long, spec) == subword_ids(long[:MAX_TOKEN_CHARS], spec)
+    assert len(subword_ids(long, spec)) == sum(MAX_TOKEN_CHARS + 3 - n for n in range(2, 6))
 
 
 def test_subwords_align_with_token_ids_including_cls_and_truncation(vocab):
     spec = Subwords(buckets=50, min_n=3, max_n=3)
     data = encode_table(table([("a zz b c", "X"), ("", "Y")]), vocab, 3, True, spec)
-    first, empty = data.subwords
-    assert first.shape[0] == len(data.ids[0]) == 3
-    assert first[0].eq(0).all()  # CLS has no n-grams
-    assert first[1].tolist() == [*subword_ids("a", spec), 0]  # "<a>": one 3-gram, padded
-    assert empty.shape[0] == len(data.ids[1]) and empty.eq(0).all()
+    first, empty = data.subword_counts
+    assert first.tolist() == [0, 1, 2]  # CLS has none; "<a>" one 3-gram; "<zz>" two
+    assert data.subwords[0].tolist() == subword_ids("a", spec) + subword_ids("zz", spec)
+    assert len(empty) == len(data.ids[1]) and empty.eq(0).all()
     batch = next(batches(data, batch_size=2))
-    assert batch.subwords.shape[:2] == batch.tokens.shape
+    assert batch.subwords.shape == (*batch.tokens.shape, 2)
+    row = batch.subwords[batch.index.index(0)]
+    assert row.tolist() == [[0, 0], [*subword_ids("a", spec), 0], subword_ids("zz", spec)]
+    assert batch.subwords[batch.index.index(1)].eq(0).all()
 
 
 def test_each_row_bag_holds_its_distinct_ngrams_with_counts(vocab):
@@ -170,3 +184,41 @@ def test_ngram_idf_is_scikit_learns_smoothed_idf(vocab):
     assert all(
         idf[b].item() == pytest.approx(1 + torch.log(torch.tensor(5.0)).item()) for b in unseen
     )
+
+
+def test_ngram_path_inputs_are_scikit_learns_tfidf_on_every_ngram():
+    """The n-gram path's features equal TfidfVectorizer's on n-grams that scikit-learn cuts
+    itself (char_wb, words padded with spaces where the model writes < and >)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from pipeline.model import NGRAM_SCALE, NgramPath
+
+    texts = [
+        "photosynthesis needs chlorophyll and sunlight",
+        "electroencephalography records electrical brain activity",
+        "photosynthesis photosynthesis releases oxygen",
+        "momentum equals mass times velocity",
+    ]
+    spec = Subwords(buckets=2**20, min_n=2, max_n=5)
+    words = build_vocab(texts, ["X"] * 4, min_freq=1, max_size=100)
+    data = encode_table(table([(t, "X") for t in texts]), words, 64, False, spec)
+    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True)
+    features = vectorizer.fit_transform(texts).toarray()  # words of >= 4 letters: no quirks
+    # The model's bucket of each of scikit-learn's n-grams (" ph" is the model's "<ph").
+    names = [g.replace(" ", "<", 1) if g.startswith(" ") else g for g in vectorizer.vocabulary_]
+    names = [g[:-1] + ">" if g.endswith(" ") else g for g in names]
+    index = list(vectorizer.vocabulary_.values())
+    buckets = [zlib.crc32(g.encode()) % spec.buckets + 1 for g in names]
+    assert len(set(buckets)) == len(buckets)  # no hash collision in this test
+    assert sorted(buckets) == sorted(set().union(*(ids.tolist() for ids in data.ngram_ids)))
+
+    path = NgramPath(spec.buckets, num_classes=3)
+    path.idf.copy_(ngram_idf(data, spec.buckets))
+    weights = torch.randn(len(buckets), 3)
+    with torch.no_grad():
+        path.weight.weight[buckets] = weights[index]
+        got = path(
+            *(pad_sequence(x, batch_first=True) for x in (data.ngram_ids, data.ngram_counts))
+        )
+    expected = NGRAM_SCALE * torch.tensor(features, dtype=torch.float32) @ weights
+    assert torch.allclose(got, expected, atol=1e-4)

@@ -10,7 +10,13 @@ from pipeline.config import load_params
 from pipeline.data import split_table
 from pipeline.encoding import batches, encode_table, subwords_of
 from pipeline.errors import PipelineError
-from pipeline.training import predict_logits, resolve_device, train_model, warmup_cosine
+from pipeline.training import (
+    predict_logits,
+    resolve_device,
+    train_model,
+    warmup_cosine,
+    warmup_steps,
+)
 from pipeline.vocab import build_vocab
 from tests.conftest import ROOT, synthetic_table, tiny_train_overrides
 
@@ -66,6 +72,21 @@ def test_cosine_decays_to_zero_after_warmup():
     assert factor(25) == pytest.approx(0.0, abs=1e-12)  # stays at 0 past the end
 
 
+@pytest.mark.parametrize("epochs", [1, 2, 3, 30])
+def test_warmup_is_a_share_of_the_run_and_never_outlasts_it(epochs):
+    params = tiny_params(epochs=epochs, warmup_share=0.067).train
+    steps = warmup_steps(params, steps_per_epoch=12)
+    assert steps == round(0.067 * epochs * 12)
+    assert 0 <= steps < epochs * 12
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 3])
+def test_short_runs_train_with_the_default_warmup(split, epochs):
+    default = load_params(ROOT / "params.yaml").train.warmup_share
+    _, reported = run(split, epochs=epochs, warmup_share=default)
+    assert [e for e, _ in reported] == list(range(1, epochs + 1))
+
+
 def test_no_warmup_starts_at_full_rate():
     factor = warmup_cosine(warmup_steps=0, total_steps=10)
     assert factor(0) == pytest.approx(1.0)
@@ -113,6 +134,21 @@ def test_checkpoint_holds_the_trained_model(trained, split):
     predicted = predict_logits(checkpoint.model, encoded_val, 16, torch.device("cpu"))
     accuracy = (predicted.argmax(dim=1) == encoded_val.labels).float().mean().item()
     assert accuracy == pytest.approx(epochs[-1][1]["val_accuracy"])
+
+
+def test_train_curves_score_the_training_rows_like_the_validation_rows(split):
+    """Both curves come from the model after the epoch, in eval mode, as plain cross-entropy:
+    not running means over the epoch in training mode (dropout on), not smoothed losses."""
+    checkpoint, epochs = run(split, epochs=3, label_smoothing=0.2, dropout=0.3)
+    train, val, vocab = split
+    subwords = subwords_of(checkpoint.params)
+    for table, prefix in ((train, "train"), (val, "val")):
+        data = encode_table(table, vocab, checkpoint.params.max_seq_len, False, subwords)
+        logits = predict_logits(checkpoint.model, data, 16, torch.device("cpu"))
+        loss = torch.nn.functional.cross_entropy(logits, data.labels).item()
+        accuracy = (logits.argmax(dim=1) == data.labels).float().mean().item()
+        assert epochs[-1][1][f"{prefix}_loss"] == pytest.approx(loss, rel=1e-5)
+        assert epochs[-1][1][f"{prefix}_accuracy"] == pytest.approx(accuracy)
 
 
 def test_fixed_encoding_has_no_initial_copy(split):

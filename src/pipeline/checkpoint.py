@@ -14,12 +14,16 @@ from pathlib import Path
 import torch
 
 from pipeline.config import CleanParams, TrainParams
+from pipeline.encoding import MAX_TOKEN_CHARS
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_path
 from pipeline.model import TextClassifier
+from pipeline.text import CLEANING_RULES
 from pipeline.vocab import Vocab
 
-FORMAT = 1
+# Raised whenever what a checkpoint holds, or how its inputs are made, changes. Format 2 added
+# the input constants below and uncapped the n-grams per token.
+FORMAT = 2
 
 
 @dataclass
@@ -30,11 +34,18 @@ class Checkpoint:
     clean: CleanParams  # new texts must be cleaned exactly as the training rows were
     initial_positions: torch.Tensor | None  # the learned encoding before training, for plots
     trained_positions: int  # length of the longest training row: later positions never trained
+    max_token_chars: int = MAX_TOKEN_CHARS  # n-grams are taken from this many chars of a token
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
     payload = {
         "format": FORMAT,
+        # Constants of the code that shape the model's inputs: a model keeps its own.
+        "inputs": {
+            "cleaning_rules": CLEANING_RULES,
+            "max_token_chars": checkpoint.max_token_chars,
+            "ngram_scale": checkpoint.model.ngram_scale,
+        },
         "params": dataclasses.asdict(checkpoint.params),
         "clean": dataclasses.asdict(checkpoint.clean),
         "tokens": checkpoint.vocab.tokens,
@@ -60,11 +71,13 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise PipelineError(f"Model file {path} does not exist; run `dvc repro train` first.")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        if payload.get("format") != FORMAT:
-            raise KeyError("format")
+        _check_version(path, payload)
+        inputs = payload["inputs"]
         params = TrainParams(**payload["params"])
         vocab = Vocab(tokens=list(payload["tokens"]), labels=list(payload["labels"]))
-        model = TextClassifier(len(vocab.tokens), len(vocab.labels), params)
+        model = TextClassifier(
+            len(vocab.tokens), len(vocab.labels), params, ngram_scale=float(inputs["ngram_scale"])
+        )
         model.load_state_dict(payload["state_dict"])
         checkpoint = Checkpoint(
             model,
@@ -73,7 +86,10 @@ def load_checkpoint(path: Path) -> Checkpoint:
             CleanParams(**payload["clean"]),
             payload["initial_positions"],
             int(payload["trained_positions"]),
+            int(inputs["max_token_chars"]),
         )
+    except OlderCheckpoint as err:
+        raise PipelineError(str(err)) from None
     # Whatever a damaged or foreign file makes torch.load or the model raise.
     except (
         pickle.UnpicklingError,
@@ -92,3 +108,25 @@ def load_checkpoint(path: Path) -> Checkpoint:
         ) from None
     model.eval()
     return checkpoint
+
+
+class OlderCheckpoint(Exception):
+    """A checkpoint this version of the pipeline cannot read, with what to do about it."""
+
+
+def _check_version(path: Path, payload: object) -> None:
+    """Refuse checkpoints of another format or cleaning rules, saying which way to go."""
+    if not isinstance(payload, dict) or "state_dict" not in payload:
+        raise KeyError("not a checkpoint")
+    found = payload.get("format", 1)
+    rules = payload.get("inputs", {}).get("cleaning_rules")
+    if isinstance(found, int) and found > FORMAT:
+        raise OlderCheckpoint(
+            f"{path} was written by a newer version of this pipeline (checkpoint format "
+            f"{found}, this version reads {FORMAT}); update the code (`git pull`) to use it."
+        )
+    if found != FORMAT or rules != CLEANING_RULES:
+        raise OlderCheckpoint(
+            f"{path} was trained by an older version of this pipeline (checkpoint format {found},"
+            f" this version reads {FORMAT}); retrain it with `dvc repro train`."
+        )

@@ -82,7 +82,7 @@ class TrainParams:
     epochs: int
     lr: float
     weight_decay: float
-    warmup_epochs: int
+    warmup_share: float  # share of all training steps spent warming up the learning rate
     label_smoothing: float
     device: Device
     threads: int
@@ -117,11 +117,7 @@ class TrainParams:
         _require(self.weight_decay >= 0, "train.weight_decay", "must not be negative")
         _require(0.0 <= self.dropout < 1.0, "train.dropout", "must be in [0, 1)")
         _require(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)")
-        _require(
-            0 <= self.warmup_epochs <= self.epochs,
-            "train.warmup_epochs",
-            f"must be between 0 and train.epochs ({self.epochs})",
-        )
+        _require(0.0 <= self.warmup_share < 1.0, "train.warmup_share", "must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -197,6 +193,14 @@ def with_overrides(params: Params, overrides: dict[str, Any]) -> Params:
     return _build(Params, raw, prefix="")
 
 
+# Keys that were renamed or replaced: a params.yaml that still has one gets told where it went.
+MOVED = {
+    "train.warmup_epochs": "train.warmup_share (the share of all training steps spent warming "
+    "up, e.g. 0.067 for 2 of 30 epochs), so that a short run never warms up for longer than it "
+    "lasts",
+}
+
+
 def _build(cls: type, raw: Any, prefix: str) -> Any:
     """Build dataclass `cls` from the mapping `raw`, converting and checking every field."""
     name = prefix.rstrip(".") or "the file"
@@ -204,6 +208,10 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         raise PipelineError(f"{name} must be a mapping of keys to values.")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in raw:
+        if f"{prefix}{key}" in MOVED:
+            raise PipelineError(
+                f"'{prefix}{key}' is no longer a parameter: use {MOVED[prefix + key]}."
+            )
         if key not in fields:
             hint = difflib.get_close_matches(str(key), fields, n=1)
             suggestion = f"; did you mean '{prefix}{hint[0]}'?" if hint else "."

@@ -15,7 +15,10 @@ from pipeline.errors import PipelineError
 from pipeline.text import tokenize
 from pipeline.vocab import PAD_ID, Vocab
 
-MAX_SUBWORDS = 32  # n-grams kept per token: bounds the batch tensor for very long "words"
+# Characters of a token whose n-grams are used: only pathological "words" (hashes, long runs
+# of digits) are longer; their n-grams past this point would make every batch tensor wider.
+# Saved in the checkpoint, so a model keeps the inputs it was trained on.
+MAX_TOKEN_CHARS = 40
 # Sub-word ids are kept as int32, which embeddings and indexing accept: they are most of an
 # encoded table's memory, and int64 would double it (measured on 70k training rows).
 SUBWORD_DTYPE = torch.int32
@@ -28,12 +31,25 @@ class Subwords:
     buckets: int  # hash space; 0 turns sub-words off
     min_n: int
     max_n: int
+    max_token_chars: int = MAX_TOKEN_CHARS
 
 
-def subwords_of(params: TrainParams) -> Subwords | None:
+def subwords_of(params: TrainParams, max_token_chars: int = MAX_TOKEN_CHARS) -> Subwords | None:
     if params.subword_buckets == 0:
         return None
-    return Subwords(params.subword_buckets, params.subword_min_n, params.subword_max_n)
+    return Subwords(
+        params.subword_buckets, params.subword_min_n, params.subword_max_n, max_token_chars
+    )
+
+
+def char_ngrams(token: str, spec: Subwords) -> list[str]:
+    """Every character n-gram (min_n..max_n) of `<token>`, the token cut to max_token_chars."""
+    marked = f"<{token[: spec.max_token_chars]}>"
+    return [
+        marked[i : i + n]
+        for n in range(spec.min_n, spec.max_n + 1)
+        for i in range(len(marked) - n + 1)
+    ]
 
 
 def subword_ids(token: str, spec: Subwords) -> list[int]:
@@ -41,13 +57,7 @@ def subword_ids(token: str, spec: Subwords) -> list[int]:
 
     crc32, not hash(): Python salts str hashes per process, which would change the ids.
     """
-    marked = f"<{token}>"
-    grams = [
-        marked[i : i + n]
-        for n in range(spec.min_n, spec.max_n + 1)
-        for i in range(len(marked) - n + 1)
-    ]
-    return [zlib.crc32(g.encode("utf-8")) % spec.buckets + 1 for g in grams[:MAX_SUBWORDS]]
+    return [zlib.crc32(g.encode("utf-8")) % spec.buckets + 1 for g in char_ngrams(token, spec)]
 
 
 @dataclass(frozen=True)
@@ -56,7 +66,10 @@ class Encoded:
     and the row's bag of n-grams (distinct ids and their counts) for the model's n-gram path."""
 
     ids: list[torch.Tensor]  # each (tokens,)
-    subwords: list[torch.Tensor] | None  # each (tokens, n-grams), 0-padded
+    # Per row: the n-gram ids of all its tokens, one after the other, and how many each token
+    # has (0 for CLS). Flat, not padded per token: a row's memory follows its n-gram count.
+    subwords: list[torch.Tensor] | None  # each (n-grams of the row,)
+    subword_counts: list[torch.Tensor] | None  # each (tokens,)
     labels: torch.Tensor
     ngram_ids: list[torch.Tensor] | None = None  # each (distinct n-grams,)
     ngram_counts: list[torch.Tensor] | None = None  # each (distinct n-grams,), float
@@ -65,16 +78,16 @@ class Encoded:
         return len(self.ids)
 
 
-def _row_subwords(text: str, length: int, add_cls: bool, spec: Subwords) -> torch.Tensor:
-    """(length, n-grams) ids aligned with the row's token ids; CLS and <unk>-for-empty get none."""
+def _row_subwords(
+    text: str, length: int, add_cls: bool, spec: Subwords
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The row's n-gram ids (flat) and the count per token, aligned with its token ids; CLS and
+    <unk>-for-empty get none."""
     rows = [[]] if add_cls else []
     rows += [subword_ids(token, spec) for token in tokenize(text)[: length - len(rows)]]
     rows += [[]] * (length - len(rows))
-    width = max(1, max(len(r) for r in rows))
-    out = torch.zeros(length, width, dtype=SUBWORD_DTYPE)
-    for i, grams in enumerate(rows):
-        out[i, : len(grams)] = torch.tensor(grams, dtype=SUBWORD_DTYPE)
-    return out
+    flat = torch.tensor([i for grams in rows for i in grams], dtype=SUBWORD_DTYPE)
+    return flat, torch.tensor([len(grams) for grams in rows], dtype=SUBWORD_DTYPE)
 
 
 def encode_table(
@@ -91,19 +104,18 @@ def encode_table(
             f"({', '.join(vocab.labels)}); rerun the whole pipeline with `dvc repro`."
         )
     ids = [torch.tensor(vocab.encode(t, max_len, add_cls), dtype=torch.long) for t in table[TEXT]]
-    grams = None
-    if subwords is not None:
-        grams = [
-            _row_subwords(text, len(row), add_cls, subwords)
-            for text, row in zip(table[TEXT], ids, strict=True)
-        ]
     labels = torch.tensor(vocab.label_ids(table[LABEL]), dtype=torch.long)
-    if grams is None:
-        return Encoded(ids=ids, subwords=None, labels=labels)
-    bags = [_bag(row) for row in grams]
+    if subwords is None:
+        return Encoded(ids=ids, subwords=None, subword_counts=None, labels=labels)
+    rows = [
+        _row_subwords(text, len(row), add_cls, subwords)
+        for text, row in zip(table[TEXT], ids, strict=True)
+    ]
+    bags = [_bag(flat) for flat, _ in rows]
     return Encoded(
         ids=ids,
-        subwords=grams,
+        subwords=[flat for flat, _ in rows],
+        subword_counts=[counts for _, counts in rows],
         labels=labels,
         ngram_ids=[bag_ids for bag_ids, _ in bags],
         ngram_counts=[counts for _, counts in bags],
@@ -111,10 +123,9 @@ def encode_table(
 
 
 def _bag(subwords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distinct n-gram ids of a row (0, the padding id, dropped) and how often each occurs."""
-    bag_ids, counts = subwords.flatten().unique(return_counts=True)
-    keep = bag_ids > 0
-    return bag_ids[keep], counts[keep].to(torch.float32)
+    """Distinct n-gram ids of a row and how often each occurs."""
+    bag_ids, counts = subwords.unique(return_counts=True)
+    return bag_ids, counts.to(torch.float32)
 
 
 def ngram_idf(data: Encoded, buckets: int) -> torch.Tensor:
@@ -180,10 +191,16 @@ def batch_indices(
     return [groups[i] for i in torch.randperm(len(groups), generator=generator).tolist()]
 
 
-def _pad_subwords(rows: list[torch.Tensor], length: int) -> torch.Tensor:
-    out = torch.zeros(len(rows), length, max(r.shape[1] for r in rows), dtype=SUBWORD_DTYPE)
-    for i, row in enumerate(rows):
-        out[i, : row.shape[0], : row.shape[1]] = row
+def _pad_subwords(
+    flats: list[torch.Tensor], counts: list[torch.Tensor], length: int
+) -> torch.Tensor:
+    """(batch, length, widest token's n-grams) ids from the rows' flat ids, 0 = none."""
+    width = max([1, *(int(c.max()) for c in counts if len(c))])
+    out = torch.zeros(len(flats), length, width, dtype=SUBWORD_DTYPE)
+    for i, (flat, count) in enumerate(zip(flats, counts, strict=True)):
+        token = torch.repeat_interleave(torch.arange(len(count)), count)
+        starts = count.cumsum(0) - count  # where each token's n-grams begin in `flat`
+        out[i, token, torch.arange(len(flat)) - starts[token]] = flat
     return out
 
 
@@ -194,8 +211,12 @@ def batches(
     for index in batch_indices([len(ids) for ids in data.ids], batch_size, generator):
         tokens = pad_sequence([data.ids[i] for i in index], batch_first=True, padding_value=PAD_ID)
         subwords = bag_ids = counts = None
-        if data.subwords is not None:
-            subwords = _pad_subwords([data.subwords[i] for i in index], tokens.shape[1])
+        if data.subwords is not None and data.subword_counts is not None:
+            subwords = _pad_subwords(
+                [data.subwords[i] for i in index],
+                [data.subword_counts[i] for i in index],
+                tokens.shape[1],
+            )
         if data.ngram_ids is not None and data.ngram_counts is not None:
             bag_ids = pad_sequence([data.ngram_ids[i] for i in index], batch_first=True)
             counts = pad_sequence([data.ngram_counts[i] for i in index], batch_first=True)

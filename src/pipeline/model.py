@@ -54,8 +54,9 @@ class NgramPath(nn.Module):
     the transformer's: on a thousand training rows a linear model on n-grams generalises better
     than an encoder trained from scratch, and the sum lets the model do at least as well."""
 
-    def __init__(self, buckets: int, num_classes: int) -> None:
+    def __init__(self, buckets: int, num_classes: int, scale: float = NGRAM_SCALE) -> None:
         super().__init__()
+        self.scale = scale
         # Filled from the training rows before training (training.train_model), then saved.
         self.register_buffer("idf", torch.ones(buckets + 1))
         self.weight = nn.Embedding(buckets + 1, num_classes, padding_idx=0)
@@ -67,12 +68,19 @@ class NgramPath(nn.Module):
         tf = torch.where(counts > 0, 1.0 + counts.clamp(min=1.0).log(), counts)
         weights = tf * self.idf[ngram_ids]
         weights = weights / weights.norm(dim=1, keepdim=True).clamp(min=1e-6)
-        return (self.weight(ngram_ids) * (NGRAM_SCALE * weights).unsqueeze(-1)).sum(1) + self.bias
+        return (self.weight(ngram_ids) * (self.scale * weights).unsqueeze(-1)).sum(1) + self.bias
 
 
 class TextClassifier(nn.Module):
-    def __init__(self, vocab_size: int, num_classes: int, params: TrainParams) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        params: TrainParams,
+        ngram_scale: float = NGRAM_SCALE,
+    ) -> None:
         super().__init__()
+        self.ngram_scale = ngram_scale
         self.pooling = params.pooling
         self.embedding = nn.Embedding(vocab_size, params.d_model, padding_idx=PAD_ID)
         # Character n-grams carry over to words the training rows never had (or had once).
@@ -104,7 +112,11 @@ class TextClassifier(nn.Module):
             nn.Dropout(params.dropout),
             nn.Linear(params.d_model, num_classes),
         )
-        self.ngrams = NgramPath(params.subword_buckets, num_classes) if params.ngram_path else None
+        self.ngrams = (
+            NgramPath(params.subword_buckets, num_classes, ngram_scale)
+            if params.ngram_path
+            else None
+        )
         self.transformer_dropout = params.transformer_dropout
 
     def forward(

@@ -18,7 +18,8 @@ def _encode(checkpoint: Checkpoint, cleaned: list[str]) -> Encoded:
     params = checkpoint.params
     table = pd.DataFrame({TEXT: cleaned, LABEL: checkpoint.vocab.labels[0]})
     add_cls = params.pooling == "cls"
-    return encode_table(table, checkpoint.vocab, params.max_seq_len, add_cls, subwords_of(params))
+    subwords = subwords_of(params, checkpoint.max_token_chars)
+    return encode_table(table, checkpoint.vocab, params.max_seq_len, add_cls, subwords)
 
 
 def predict_proba(checkpoint: Checkpoint, cleaned: list[str]) -> torch.Tensor:

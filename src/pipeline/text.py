@@ -4,6 +4,10 @@ import re
 
 from pipeline.config import CleanParams
 
+# Raised whenever a rule below changes: a checkpoint saves it, and one trained on texts cleaned
+# by other rules is refused rather than fed inputs it never saw.
+CLEANING_RULES = 1
+
 _LINK = re.compile(r"(?:https?://|ftp://|www\.)\S*", re.IGNORECASE)
 # Math delimiters \( \) \[ \] and $ carry no meaning once the math is inline text.
 _LATEX_DELIMITER = re.compile(r"\\[()\[\]]|\$")

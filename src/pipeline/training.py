@@ -70,6 +70,17 @@ def predict_logits(
     return torch.cat(logits)[torch.tensor(rows).argsort()]
 
 
+def warmup_steps(params: TrainParams, steps_per_epoch: int) -> int:
+    """Warm-up length in optimizer steps: a share of the run, so it never outlasts the run."""
+    return round(params.warmup_share * params.epochs * steps_per_epoch)
+
+
+def scores(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """Plain cross-entropy (no label smoothing) and accuracy of logits against labels."""
+    loss = nn.functional.cross_entropy(logits, labels).item()
+    return loss, (logits.argmax(dim=1) == labels).float().mean().item()
+
+
 def fit(
     model: nn.Module,
     train: Encoded,
@@ -78,7 +89,11 @@ def fit(
     device: torch.device,
     on_epoch: Callable[[int, dict[str, float]], None],
 ) -> None:
-    """Train `model` in place for `params.epochs` epochs, reporting each epoch to `on_epoch`."""
+    """Train `model` in place for `params.epochs` epochs, reporting each epoch to `on_epoch`.
+
+    After each epoch both splits are scored the same way (eval mode, plain cross-entropy), so
+    the train and validation curves compare like with like.
+    """
     model.to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=params.lr, weight_decay=params.weight_decay
@@ -86,7 +101,7 @@ def fit(
     steps_per_epoch = math.ceil(len(train) / params.batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        warmup_cosine(params.warmup_epochs * steps_per_epoch, params.epochs * steps_per_epoch),
+        warmup_cosine(warmup_steps(params, steps_per_epoch), params.epochs * steps_per_epoch),
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=params.label_smoothing)
     # A generator of our own: the shuffling order depends on the seed and nothing else.
@@ -94,25 +109,25 @@ def fit(
     for epoch in range(1, params.epochs + 1):
         start = time.perf_counter()
         model.train()
-        total_loss, correct = 0.0, 0
         for batch in batches(train, params.batch_size, shuffle):
             batch = batch.to(device)
-            labels = batch.labels
-            logits = model(*batch.inputs())
-            loss = loss_fn(logits, labels)
+            loss = loss_fn(model(*batch.inputs()), batch.labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
             optimizer.step()
             schedule.step()
-            total_loss += loss.item() * len(labels)
-            correct += (logits.argmax(dim=1) == labels).sum().item()
-        val_logits = predict_logits(model, val, params.batch_size, device)
+        train_loss, train_accuracy = scores(
+            predict_logits(model, train, params.batch_size, device), train.labels
+        )
+        val_loss, val_accuracy = scores(
+            predict_logits(model, val, params.batch_size, device), val.labels
+        )
         metrics = {
-            "train_loss": total_loss / len(train),
-            "train_accuracy": correct / len(train),
-            "val_loss": loss_fn(val_logits, val.labels).item(),
-            "val_accuracy": (val_logits.argmax(dim=1) == val.labels).float().mean().item(),
+            "train_loss": train_loss,
+            "train_accuracy": train_accuracy,
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
             "seconds": time.perf_counter() - start,
         }
         on_epoch(epoch, metrics)
