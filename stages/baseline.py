@@ -1,8 +1,13 @@
 """Stage `baseline`: train.csv, val.csv -> reports/baseline (TF-IDF + linear SVM)."""
 
+import sys
 from pathlib import Path
 
 import click
+
+# The library of this work tree, the code DVC hashed for this stage, whatever pip installed
+# (a queued experiment runs in a copy of the repository).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pipeline.baseline import fit_baseline, predict_baseline
 from pipeline.cli import params_option, train_option, user_errors, val_option

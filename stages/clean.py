@@ -1,8 +1,13 @@
 """Stage `clean`: raw CSV -> data/interim/clean.csv with columns text,label."""
 
+import sys
 from pathlib import Path
 
 import click
+
+# The library of this work tree, the code DVC hashed for this stage, whatever pip installed
+# (a queued experiment runs in a copy of the repository).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pipeline.cli import params_option, user_errors
 from pipeline.config import load_params

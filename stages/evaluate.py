@@ -1,9 +1,14 @@
 """Stage `evaluate`: model + val.csv -> reports/eval (metrics, confusion, per-class, PE plots)."""
 
+import sys
 from pathlib import Path
 
 import click
 import torch
+
+# The library of this work tree, the code DVC hashed for this stage, whatever pip installed
+# (a queued experiment runs in a copy of the repository).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pipeline.checkpoint import load_checkpoint
 from pipeline.cli import user_errors, val_option

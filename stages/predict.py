@@ -11,6 +11,10 @@ from pathlib import Path
 import click
 import torch
 
+# The library of this work tree, the code DVC hashed for this stage, whatever pip installed
+# (a queued experiment runs in a copy of the repository).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
 from pipeline.checkpoint import load_checkpoint
 from pipeline.cli import user_errors
 from pipeline.data import read_csv
@@ -67,7 +71,8 @@ def main(
 ) -> None:
     """Print the predicted label and the probability of every label for each text.
 
-    Texts come from the arguments, or from --input, or one per line on stdin."""
+    Texts come from the arguments, or from --input, or one per line on stdin. A text with no
+    words left after cleaning gets an empty label and a warning; the others are labelled."""
     with user_errors():
         checkpoint = load_checkpoint(model_path)
         # As in training: a fixed count keeps results identical, and more threads than
@@ -77,6 +82,12 @@ def main(
         if not texts_in:
             raise PipelineError("No texts to label; pass them as arguments, --input or stdin.")
         out = predict_texts(checkpoint, texts_in)
+    for number in out.index[out["label"] == ""]:
+        click.echo(
+            f"Warning: text {number + 1} ({texts_in[number][:40]!r}) has no words left after "
+            "cleaning; it is not labelled.",
+            err=True,
+        )
     if fmt == "json":
         click.echo(out.to_json(orient="records", force_ascii=False, indent=1))
     elif fmt == "csv":

@@ -1,9 +1,14 @@
 """Stage `train`: train.csv, val.csv, vocab.json -> models/model.pt and dvclive metrics."""
 
+import sys
 from pathlib import Path
 
 import click
 from dvclive import Live
+
+# The library of this work tree, the code DVC hashed for this stage, whatever pip installed
+# (a queued experiment runs in a copy of the repository).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pipeline.checkpoint import save_checkpoint
 from pipeline.cli import params_option, train_option, user_errors, val_option

@@ -403,7 +403,7 @@ def test_evaluate_val_missing(project):
 
 def test_predict_an_empty_text(project):
     args = ["--model", str(project / "models" / "model.pt"), ""]
-    assert_fails_cleanly(project, "predict", args, "Text 1", "no words")
+    assert_fails_cleanly(project, "predict", args, "None of the texts", "words left")
 
 
 @pytest.mark.parametrize(

@@ -66,9 +66,17 @@ def test_one_row_per_text_and_probabilities_sum_to_one(checkpoint):
     assert out.iloc[0].tolist() == out.iloc[4].tolist()
 
 
-def test_text_empty_after_cleaning_is_named_by_number(checkpoint):
-    with pytest.raises(PipelineError, match=r"Text 2 .*no words left"):
-        predict_texts(checkpoint, ["physics1", "?! ...", "maths2"])
+def test_a_text_empty_after_cleaning_is_marked_and_the_others_labelled(checkpoint):
+    out = predict_texts(checkpoint, ["physics1", "?! ...", "maths2"])
+    alone = predict_texts(checkpoint, ["physics1", "maths2"])
+    assert out["label"].tolist() == [alone["label"][0], "", alone["label"][1]]
+    assert out.loc[1, PROBS].isna().all()
+    assert out.loc[[0, 2], PROBS].values.tolist() == alone[PROBS].values.tolist()
+
+
+def test_no_labelable_text_is_an_error(checkpoint):
+    with pytest.raises(PipelineError, match="None of the texts has any words left"):
+        predict_texts(checkpoint, ["?! ...", "http://x.org"])
 
 
 def test_texts_are_cleaned_like_the_training_rows(checkpoint):

@@ -24,14 +24,18 @@ def model(tmp_path, params) -> Path:
     return path
 
 
-def predict(model: Path, *args: str, stdin: str = "") -> str:
-    result = subprocess.run(
+def run_predict(model: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, str(ROOT / "stages" / "predict.py"), "--model", str(model), *args],
         input=stdin,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def predict(model: Path, *args: str, stdin: str = "") -> str:
+    result = run_predict(model, *args, stdin=stdin)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -62,3 +66,16 @@ def test_same_texts_give_the_same_answer_every_way(model, tmp_path):
     by_args = json.loads(predict(model, "--format", "json", *TEXTS))
     by_stdin = json.loads(predict(model, "--format", "json", stdin="\n".join(TEXTS)))
     assert by_args == by_stdin
+
+
+def test_a_text_with_no_words_is_marked_and_the_batch_still_labelled(model, tmp_path):
+    texts = [TEXTS[0], "?! ...", TEXTS[1]]
+    pd.DataFrame({"text": texts}).to_csv(tmp_path / "new.csv", index=False)
+    result = run_predict(model, "--format", "json", "--input", str(tmp_path / "new.csv"))
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [row["text"] for row in rows] == texts
+    assert rows[0]["label"] in LABELS and rows[2]["label"] in LABELS
+    assert rows[1]["label"] == "" and all(rows[1][f"p_{label}"] is None for label in LABELS)
+    warnings = result.stderr.strip().splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith("Warning: text 2 ")

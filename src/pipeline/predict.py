@@ -43,17 +43,25 @@ def predict_labels(
 
 
 def predict_texts(checkpoint: Checkpoint, texts: list[str]) -> pd.DataFrame:
-    """Label raw texts: one row per text with its label and a column `p_<label>` per label."""
+    """Label raw texts: one row per text with its label and a column `p_<label>` per label.
+
+    A text with no words left after cleaning cannot be labelled: its label is "" and its
+    probabilities are missing (NaN). Raises PipelineError only if no text can be labelled.
+    """
     cleaned = [clean_text(text, checkpoint.clean) for text in texts]
-    for number, (text, clean) in enumerate(zip(texts, cleaned, strict=True), start=1):
-        if not clean:
-            raise PipelineError(
-                f"Text {number} ({text[:40]!r}) has no words left after cleaning; "
-                "give it at least one word."
-            )
-    probs = predict_proba(checkpoint, cleaned)
+    keep = [i for i, text in enumerate(cleaned) if text]
+    if not keep:
+        raise PipelineError(
+            "None of the texts has any words left after cleaning (only punctuation, links or "
+            "markup); give each text at least one word."
+        )
     labels = checkpoint.vocab.labels
-    out = pd.DataFrame({"text": texts, "label": [labels[i] for i in probs.argmax(dim=1)]})
+    probs = torch.full((len(texts), len(labels)), float("nan"))
+    probs[keep] = predict_proba(checkpoint, [cleaned[i] for i in keep])
+    predicted = [""] * len(texts)
+    for i in keep:
+        predicted[i] = labels[int(probs[i].argmax())]
+    out = pd.DataFrame({"text": texts, "label": predicted})
     for i, label in enumerate(labels):
         out[f"p_{label}"] = probs[:, i].numpy().round(4)
     return out
