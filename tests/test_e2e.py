@@ -213,3 +213,20 @@ def test_push_clone_pull_then_nothing_to_rerun_and_predict_works(repro_project, 
     assert [row["text"] for row in pulled] == texts
     assert {row["label"] for row in pulled} <= {"Physics", "Chemistry", "Maths", "Biology"}
     assert pulled == json.loads(sh(repro_project, *predict))  # the very same model
+    # The model is an artifact: with a version registered (a git tag, as `gto register` makes
+    # it), it is fetched by name from the repository and its remote and predicts the same.
+    sh(repro_project, "git", "tag", "-a", "subject-classifier@v0.1.0", "-m", "first model")
+    fetched = tmp_path / "fetched" / "model.pt"
+    sh(
+        tmp_path,
+        "dvc",
+        "artifacts",
+        "get",
+        str(repro_project),
+        "subject-classifier",
+        "-o",
+        str(fetched),
+    )
+    assert fetched.read_bytes() == read(repro_project, "models/model.pt")
+    predict_fetched = ("python", str(clone / "stages" / "predict.py"), "--model", str(fetched))
+    assert json.loads(sh(tmp_path, *predict_fetched, "--format", "json", *texts)) == pulled
