@@ -1,4 +1,4 @@
-"""Stage `baseline`: train.csv, val.csv -> reports/baseline (TF-IDF + linear SVM)."""
+"""Stage `baseline`: train.csv, val.csv (+ test.csv) -> reports/baseline (TF-IDF + linear SVM)."""
 
 import sys
 from pathlib import Path
@@ -13,7 +13,7 @@ from pipeline.baseline import fit_baseline, predict_baseline
 from pipeline.cli import params_option, train_option, user_errors, val_option
 from pipeline.config import load_params
 from pipeline.data import LABEL, read_table
-from pipeline.evaluation import write_scores
+from pipeline.evaluation import summary_metrics, write_scores
 
 
 @click.command()
@@ -26,19 +26,40 @@ from pipeline.evaluation import write_scores
     required=True,
     help="Directory to write metrics.json, confusion.csv and per_class.csv to.",
 )
-def main(params_path: Path, train_path: Path, val_path: Path, output: Path) -> None:
+@click.option(
+    "--test",
+    "test_path",
+    type=click.Path(path_type=Path),
+    help="Test rows written by the split stage; when it has rows, metrics.json gets their "
+    "scores under `test`.",
+)
+def main(
+    params_path: Path, train_path: Path, val_path: Path, output: Path, test_path: Path | None
+) -> None:
     """Fit TF-IDF + LinearSVC on the same training rows as the Transformer and score it on
-    the same validation rows, in the same metrics schema, so that every experiment shows
-    how the model compares with a strong classical baseline."""
+    the same validation (and test) rows, in the same metrics schema, so that every experiment
+    shows how the model compares with a strong classical baseline."""
     with user_errors(output):
         params = load_params(params_path)
         train, val = read_table(train_path), read_table(val_path)
+        test = read_table(test_path, allow_empty=True) if test_path else None
         model = fit_baseline(train, params.baseline)
+        labels = sorted(set(train[LABEL]))
         y_true, y_pred = list(val[LABEL]), predict_baseline(model, val)
-        metrics = write_scores(output, y_true, y_pred, sorted(set(train[LABEL])))
+        extra = {}
+        if test is not None and not test.empty:
+            test_pred = predict_baseline(model, test)
+            extra["test"] = summary_metrics(list(test[LABEL]), test_pred, labels)
+        metrics = write_scores(output, y_true, y_pred, labels, extra)
+    on_test = (
+        f"; accuracy {metrics['test']['accuracy']:.4f}, macro_f1 "
+        f"{metrics['test']['macro_f1']:.4f} on {metrics['test']['rows']} test rows"
+        if "test" in metrics
+        else ""
+    )
     click.echo(
         f"baseline: accuracy {metrics['accuracy']:.4f}, macro_f1 "
-        f"{metrics['macro_f1']:.4f} ({params.baseline.analyzer} TF-IDF + LinearSVC)"
+        f"{metrics['macro_f1']:.4f}{on_test} ({params.baseline.analyzer} TF-IDF + LinearSVC)"
         f" -> {output}"
     )
 

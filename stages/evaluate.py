@@ -1,9 +1,11 @@
-"""Stage `evaluate`: model + val.csv -> reports/eval (metrics, confusion, per-class, PE plots)."""
+"""Stage `evaluate`: model + val.csv (+ test.csv) -> reports/eval (metrics, confusion, per-class,
+PE plots)."""
 
 import sys
 from pathlib import Path
 
 import click
+import pandas as pd
 import torch
 
 # The library of this work tree, the code DVC hashed for this stage, whatever pip installed
@@ -15,7 +17,7 @@ from pipeline.cli import user_errors, val_option
 from pipeline.config import PATHS
 from pipeline.data import LABEL, TEXT, read_table
 from pipeline.errors import PipelineError
-from pipeline.evaluation import accuracy, write_scores
+from pipeline.evaluation import accuracy, summary_metrics, write_scores
 from pipeline.plots import positional_encoding_plots
 from pipeline.predict import predict_labels
 
@@ -35,27 +37,37 @@ from pipeline.predict import predict_labels
     required=True,
     help="Directory to write metrics.json, confusion.csv, per_class.csv and PNGs to.",
 )
-def main(model_path: Path, val_path: Path, output: Path) -> None:
-    """Score the model on the validation rows and draw its positional encoding."""
+@click.option(
+    "--test",
+    "test_path",
+    type=click.Path(path_type=Path),
+    help="Test rows written by the split stage; when it has rows, metrics.json gets their "
+    "scores under `test`.",
+)
+def main(model_path: Path, val_path: Path, output: Path, test_path: Path | None) -> None:
+    """Score the model on the validation rows (and the test rows, if any) and draw its
+    positional encoding."""
     with user_errors(output):
         checkpoint = load_checkpoint(model_path)
         # As in training: a fixed count keeps results identical, and more threads than
         # cores (or busy cores) makes small matrices far slower, not faster.
         torch.set_num_threads(checkpoint.params.threads)
-        val = read_table(val_path)
-        unknown = sorted(set(val[LABEL]) - set(checkpoint.vocab.labels))
-        if unknown:
-            names = ", ".join(unknown[:5])
-            raise PipelineError(
-                f"{val_path} has labels that {model_path} was not trained on ({names}); "
-                "run `dvc repro` so that the model and the split come from the same data."
-            )
-        y_true = list(val[LABEL])
+        labels = checkpoint.vocab.labels
+        val = read_known(val_path, model_path, labels)
+        test = read_known(test_path, model_path, labels, allow_empty=True) if test_path else None
         # What each of the model's two paths scores alone: the transformer is the part the
         # positional encoding acts on, the n-gram path the part a linear model could do.
         alone = PATHS if checkpoint.model.ngrams is not None else ()
+        y_true = list(val[LABEL])
         predicted = predict_labels(checkpoint, list(val[TEXT]), ("both", *alone))
         parts = {f"accuracy_{part}_only": accuracy(y_true, predicted[part]) for part in alone}
+        if test is not None and not test.empty:
+            # Rows that neither training nor any choice of params has seen.
+            test_true = list(test[LABEL])
+            on_test = predict_labels(checkpoint, list(test[TEXT]), ("both", *alone))
+            scores = summary_metrics(test_true, on_test["both"], checkpoint.vocab.labels)
+            scores |= {f"accuracy_{p}_only": accuracy(test_true, on_test[p]) for p in alone}
+            parts["test"] = scores
         metrics = write_scores(output, y_true, predicted["both"], checkpoint.vocab.labels, parts)
         positional_encoding_plots(
             checkpoint.params.pos_encoding,
@@ -64,11 +76,33 @@ def main(model_path: Path, val_path: Path, output: Path) -> None:
             checkpoint.trained_positions,
             output,
         )
-    alone = "".join(f", {key} {value:.4f}" for key, value in parts.items())
+    paths = "".join(f", {key} {value:.4f}" for key, value in parts.items() if key != "test")
+    on_test = (
+        f"; accuracy {metrics['test']['accuracy']:.4f}, macro_f1 "
+        f"{metrics['test']['macro_f1']:.4f} on {metrics['test']['rows']} test rows"
+        if "test" in metrics
+        else ""
+    )
     click.echo(
         f"evaluate: accuracy {metrics['accuracy']:.4f}, macro_f1 "
-        f"{metrics['macro_f1']:.4f}{alone} on {metrics['rows']} validation rows -> {output}"
+        f"{metrics['macro_f1']:.4f}{paths} on {metrics['rows']} validation rows{on_test} "
+        f"-> {output}"
     )
+
+
+def read_known(
+    path: Path, model_path: Path, labels: list[str], allow_empty: bool = False
+) -> pd.DataFrame:
+    """Rows to score, all of labels the model was trained on (test rows may be none)."""
+    table = read_table(path, allow_empty=allow_empty)
+    unknown = sorted(set(table[LABEL]) - set(labels))
+    if unknown:
+        names = ", ".join(unknown[:5])
+        raise PipelineError(
+            f"{path} has labels that {model_path} was not trained on ({names}); "
+            "run `dvc repro` so that the model and the split come from the same data."
+        )
+    return table
 
 
 if __name__ == "__main__":

@@ -143,6 +143,23 @@ def test_val_size_outside_zero_one(tmp_path, val_size):
     assert "split.val_size" in load_error(with_value(tmp_path, "split", "val_size", val_size))
 
 
+@pytest.mark.parametrize("test_size", [1, 1.5, -0.1])
+def test_test_size_outside_zero_one(tmp_path, test_size):
+    message = load_error(with_value(tmp_path, "split", "test_size", test_size))
+    assert "'split.test_size' must be in [0, 1)" in message
+
+
+def test_test_size_and_val_size_must_leave_training_rows(tmp_path):
+    raw = repo_dict()
+    raw["split"].update(val_size=0.6, test_size=0.4)
+    message = load_error(write_params(tmp_path, raw))
+    assert "'split.test_size' plus split.val_size (0.6) must be below 1" in message
+
+
+def test_test_size_zero_is_off_and_the_default():
+    assert load_params(REPO_PARAMS).split.test_size == 0.0
+
+
 @pytest.mark.parametrize("key", ["min_freq", "max_size"])
 def test_vocab_sizes_must_be_positive(tmp_path, key):
     assert f"vocab.{key}" in load_error(with_value(tmp_path, "vocab", key, 0))

@@ -1,5 +1,6 @@
 """Reading, cleaning and splitting tables."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -10,6 +11,7 @@ from pipeline.data import (
     clean_table,
     read_raw,
     read_table,
+    split_rows,
     split_table,
     write_table,
 )
@@ -97,6 +99,16 @@ def test_read_table_rejects_foreign_columns(tmp_path):
     path.write_text("a,b\n1,2\n", encoding="utf-8")
     with pytest.raises(PipelineError, match="not written by this pipeline"):
         read_table(path)
+
+
+def test_read_table_of_no_rows_only_when_allowed(tmp_path):
+    path = tmp_path / "test.csv"
+    write_table(table([]), path)
+    assert path.read_text(encoding="utf-8") == "text,label\n"
+    with pytest.raises(PipelineError, match="has no rows"):
+        read_table(path)
+    empty = read_table(path, allow_empty=True)
+    assert empty.empty and list(empty.columns) == [TEXT, LABEL]
 
 
 def test_write_then_read_table_round_trip(tmp_path):
@@ -229,3 +241,83 @@ def test_split_puts_a_rare_label_in_validation_even_with_a_small_val_size():
     rows = [(f"a{i}", "A") for i in range(100)] + [("b0", "B"), ("b1", "B")]
     train, val, _ = split_table(table(rows), 0.05, seed=42)
     assert "B" in set(val[LABEL]) and "B" in set(train[LABEL])
+
+
+# --- splitting with held-out test rows -------------------------------------------------------
+
+
+def split_before_test_rows(data: pd.DataFrame, val_size: float, seed: int):
+    """The train/validation split as it was before split.test_size existed, verbatim."""
+    unique = data.drop_duplicates(subset=TEXT, keep="first").reset_index(drop=True)
+    rng = np.random.default_rng(seed)
+    val_index = []
+    for _, rows in unique.groupby(LABEL, sort=True):
+        n_val = min(max(round(len(rows) * val_size), 1), len(rows) - 1)
+        val_index.extend(rng.permutation(rows.index.to_numpy())[:n_val])
+    in_val = unique.index.isin(val_index)
+    return unique[~in_val].reset_index(drop=True), unique[in_val].reset_index(drop=True)
+
+
+@pytest.mark.parametrize(("seed", "val_size"), [(0, 0.3), (42, 0.3), (7, 0.05), (3, 0.9)])
+def test_split_with_no_test_rows_is_the_train_val_split_of_before(seed, val_size):
+    data = synthetic_table(["A", "B", "C"], 40, seed=seed)
+    data = pd.concat([data, data.iloc[:9]], ignore_index=True)  # some repeated texts
+    train, val, test, duplicates = split_rows(data, val_size, 0.0, seed)
+    old_train, old_val = split_before_test_rows(data, val_size, seed)
+    pd.testing.assert_frame_equal(train, old_train)  # same rows, same order
+    pd.testing.assert_frame_equal(val, old_val)
+    assert test.empty and list(test.columns) == [TEXT, LABEL]
+    assert duplicates == 9
+    two_way = split_table(data, val_size, seed)
+    pd.testing.assert_frame_equal(two_way[0], train)
+    pd.testing.assert_frame_equal(two_way[1], val)
+
+
+def test_split_with_test_rows_is_stratified_and_disjoint():
+    data = synthetic_table(["A", "B", "C"], 40)
+    data = data[~((data[LABEL] == "C") & (data.index % 2 == 0))]  # make C rarer
+    data = pd.concat([data, data.iloc[:5]], ignore_index=True)
+    unique = data.drop_duplicates(TEXT)
+    train, val, test, duplicates = split_rows(data, 0.3, 0.2, seed=4)
+    assert duplicates == 5
+    texts = [set(part[TEXT]) for part in (train, val, test)]
+    assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
+    assert len(train) + len(val) + len(test) == len(unique)
+    assert set().union(*texts) == set(unique[TEXT])
+    counts = unique[LABEL].value_counts().sort_index()
+    # Both shares are of each label's rows: test first, validation from the rest.
+    assert test[LABEL].value_counts().sort_index().tolist() == [round(n * 0.2) for n in counts]
+    assert val[LABEL].value_counts().sort_index().tolist() == [round(n * 0.3) for n in counts]
+    for part in (train, val, test):
+        assert set(part[LABEL]) == {"A", "B", "C"}
+    # Each row keeps its label.
+    labelled = dict(zip(unique[TEXT], unique[LABEL], strict=True))
+    for part in (train, val, test):
+        assert all(labelled[t] == y for t, y in zip(part[TEXT], part[LABEL], strict=True))
+
+
+def test_split_with_test_rows_is_seeded():
+    data = synthetic_table(["A", "B", "C"], 20)
+    first, again, other = (split_rows(data, 0.3, 0.2, seed) for seed in (5, 5, 6))
+    for a, b in zip(first[:3], again[:3], strict=True):
+        pd.testing.assert_frame_equal(a, b)
+    assert set(first.test[TEXT]) != set(other.test[TEXT])
+
+
+@pytest.mark.parametrize(("val_size", "test_size"), [(0.01, 0.01), (0.5, 0.49), (0.98, 0.01)])
+def test_split_keeps_one_row_of_each_label_in_each_of_three_splits(val_size, test_size):
+    data = synthetic_table(["A", "B", "C"], 3)  # three rows per label: one for each split
+    train, val, test, _ = split_rows(data, val_size, test_size, seed=0)
+    for part in (train, val, test):
+        assert part[LABEL].value_counts().to_dict() == {"A": 1, "B": 1, "C": 1}
+
+
+def test_split_with_test_rows_names_a_label_of_two_rows():
+    rows = [(f"a{i}", "A") for i in range(10)] + [("b0", "Rare"), ("b1", "Rare")]
+    assert len(split_rows(table(rows), 0.3, 0.0, seed=0).val) > 0  # enough without test rows
+    with pytest.raises(PipelineError) as info:
+        split_rows(table(rows), 0.3, 0.2, seed=0)
+    message = str(info.value)
+    assert "'Rare' has fewer than three distinct rows" in message
+    assert "train, validation and test" in message
+    assert "split.test_size to 0" in message

@@ -1,5 +1,6 @@
 """The stage commands themselves, run as a user runs them: bad input gives one sentence."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import yaml
 
 from pipeline.data import LABEL, TEXT
 from pipeline.vocab import build_vocab, save_vocab
-from tests.conftest import ROOT, synthetic_table, write_csv
+from tests.conftest import ROOT, synthetic_table, tiny_train_overrides, write_csv
 
 
 def run_stage(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -149,3 +150,92 @@ def test_interrupted_training_stops_quickly_and_leaves_no_outputs(tmp_path, sig)
 def build_vocab_json(train_csv: Path, out: Path) -> None:
     table = pd.read_csv(train_csv)
     save_vocab(build_vocab(table[TEXT], table[LABEL], min_freq=1, max_size=1000), out)
+
+
+# --- held-out test rows (split.test_size) ------------------------------------------------------
+
+
+def options(**paths: Path) -> list[str]:
+    """`--live-dir x`-style command-line options from keyword arguments."""
+    return [
+        item for key, path in paths.items() for item in (f"--{key.replace('_', '-')}", str(path))
+    ]
+
+
+def split_args(tmp_path: Path, clean_csv: Path, test: bool = True) -> list[str]:
+    out = tmp_path / "data"
+    args = ["--input", str(clean_csv), "--train", str(out / "train.csv")]
+    args += ["--val", str(out / "val.csv"), "--report", str(tmp_path / "reports" / "split.json")]
+    return args + (["--test", str(out / "test.csv")] if test else [])
+
+
+@pytest.mark.parametrize("test_size", [0.25, 0.0])
+def test_test_rows_are_split_off_and_scored_by_evaluate_and_baseline(tmp_path, test_size):
+    """The stage commands as dvc.yaml runs them: with split.test_size above 0, evaluate and
+    baseline add the test rows' scores under `test`; with 0, test.csv is a header only and
+    neither metrics.json has a `test` key."""
+    clean_csv = tmp_path / "clean.csv"
+    synthetic_table(["A", "B", "C"], 40).to_csv(clean_csv, index=False)
+    write_params(tmp_path, split={"test_size": test_size}, train=tiny_train_overrides())
+    data, reports = tmp_path / "data", tmp_path / "reports"
+    train, val, test = data / "train.csv", data / "val.csv", data / "test.csv"
+    model = tmp_path / "model.pt"
+    commands = [
+        ("split", split_args(tmp_path, clean_csv)),
+        ("vocab", options(train=train, output=data / "vocab.json")),
+        (
+            "train",
+            options(
+                train=train,
+                val=val,
+                vocab=data / "vocab.json",
+                model=model,
+                live_dir=reports / "train",
+            ),
+        ),
+        ("evaluate", options(model=model, val=val, test=test, output=reports / "eval")),
+        ("baseline", options(train=train, val=val, test=test, output=reports / "baseline")),
+    ]
+    for stage, args in commands:
+        result = run_stage(stage, *args, cwd=tmp_path)
+        assert result.returncode == 0, (stage, result.stderr)
+    split = json.loads((reports / "split.json").read_text())
+    model_metrics = json.loads((reports / "eval" / "metrics.json").read_text())
+    baseline = json.loads((reports / "baseline" / "metrics.json").read_text())
+    if test_size == 0:
+        assert test.read_text() == "text,label\n"
+        assert split["test"] == {}
+        assert "test" not in model_metrics and "test" not in baseline
+        return
+    assert split["duplicates_removed"] == 0
+    assert split["test"] == {"A": 10, "B": 10, "C": 10}
+    assert split["val"] == {"A": 12, "B": 12, "C": 12}  # 0.3 of each label's 40 rows
+    texts = [set(pd.read_csv(data / f"{part}.csv")[TEXT]) for part in ("train", "val", "test")]
+    assert not (texts[0] & texts[2] or texts[1] & texts[2])
+    for metrics in (model_metrics, baseline):
+        assert metrics["test"]["rows"] == 30
+        assert 0 <= metrics["test"]["accuracy"] <= 1
+        assert 0 <= metrics["test"]["macro_f1"] <= 1
+        assert "per_class" not in metrics["test"]
+        assert metrics["rows"] == 36  # the validation scores are still the top-level ones
+    assert {"accuracy_transformer_only", "accuracy_ngrams_only"} <= set(model_metrics["test"])
+
+
+def test_split_with_test_size_but_no_test_path_fails_cleanly(tmp_path):
+    clean_csv = tmp_path / "clean.csv"
+    synthetic_table(["A", "B"], 10).to_csv(clean_csv, index=False)
+    write_params(tmp_path, split={"test_size": 0.2})
+    result = run_stage("split", *split_args(tmp_path, clean_csv, test=False), cwd=tmp_path)
+    assert_one_sentence(result, "split.test_size is 0.2", "--test")
+    assert not (tmp_path / "data").exists() and not (tmp_path / "reports").exists()
+
+
+def test_split_with_test_rows_and_a_label_of_two_rows_fails_cleanly(tmp_path):
+    clean_csv = tmp_path / "clean.csv"
+    rows = synthetic_table(["A"], 10)
+    rows = pd.concat([rows, pd.DataFrame({TEXT: ["b one", "b two"], LABEL: ["B", "B"]})])
+    rows.to_csv(clean_csv, index=False)
+    write_params(tmp_path, split={"test_size": 0.2})
+    result = run_stage("split", *split_args(tmp_path, clean_csv), cwd=tmp_path)
+    assert_one_sentence(result, "'B' has fewer than three distinct rows", "split.test_size to 0")
+    assert not (tmp_path / "data").exists() and not (tmp_path / "reports").exists()

@@ -43,11 +43,18 @@ class CleanParams:
 
 @dataclass(frozen=True)
 class SplitParams:
-    val_size: float
+    val_size: float  # share of each label's rows for validation
+    test_size: float  # share of each label's rows held out for a final test; 0 = no test rows
     seed: int
 
     def __post_init__(self) -> None:
         _require(0.0 < self.val_size < 1.0, "split.val_size", "must be between 0 and 1")
+        _require(0.0 <= self.test_size < 1.0, "split.test_size", "must be in [0, 1)")
+        _require(
+            self.val_size + self.test_size < 1.0,
+            "split.test_size",
+            f"plus split.val_size ({self.val_size}) must be below 1, to leave training rows",
+        )
         _require_seed(self.seed, "split.seed")
 
 

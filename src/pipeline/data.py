@@ -5,6 +5,7 @@ import codecs
 import io
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -96,12 +97,14 @@ def read_raw(path: Path, text_column: str, label_column: str) -> pd.DataFrame:
     return pd.DataFrame({TEXT: table[text_column], LABEL: table[label_column]})
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a table written by an earlier stage (columns `text` and `label`, at least one row)."""
+def read_table(path: Path, allow_empty: bool = False) -> pd.DataFrame:
+    """Read a table written by an earlier stage (columns `text` and `label`; at least one row
+    unless `allow_empty`, as for the test rows, which are a header only when split.test_size
+    is 0)."""
     table = read_csv(path, fix="run `dvc repro` to write it")
     if list(table.columns) != [TEXT, LABEL]:
         raise PipelineError(f"{path} was not written by this pipeline; run `dvc repro` again.")
-    if table.empty:
+    if table.empty and not allow_empty:
         raise PipelineError(f"{path} has no rows; run `dvc repro` again.")
     return table
 
@@ -150,15 +153,32 @@ def clean_table(table: pd.DataFrame, params: CleanParams) -> tuple[pd.DataFrame,
     return out, report
 
 
+class Split(NamedTuple):
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame  # no rows when test_size is 0
+    duplicates: int  # repeated rows dropped before splitting
+
+
 def split_table(
     table: pd.DataFrame, val_size: float, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """Drop repeated texts, then split into train and validation rows stratified by label.
 
-    Returns (train, val, number of repeated rows dropped). Duplicates go first: a text in both
-    splits would be scored on rows the model trained on. Each label puts round(n * val_size)
-    of its n rows in validation, but always at least one in each split, so every label is
-    both learned and scored.
+    Returns (train, val, number of repeated rows dropped): `split_rows` with no test rows.
+    """
+    train, val, _, duplicates = split_rows(table, val_size, 0.0, seed)
+    return train, val, duplicates
+
+
+def split_rows(table: pd.DataFrame, val_size: float, test_size: float, seed: int) -> Split:
+    """Drop repeated texts, then split into train, validation and test rows stratified by label.
+
+    Duplicates go first: a text in two splits would be scored on rows the model trained on.
+    For each label of n rows, round(n * test_size) rows go to test first (none when test_size
+    is 0), then round(n * val_size) of the rest to validation, but always at least one row in
+    each split, so that every label is learned, scored and tested. With test_size 0 the random
+    draws, and so the rows and their order, are those of a train/validation split alone.
     """
     unique = table.drop_duplicates(subset=TEXT, keep="first").reset_index(drop=True)
     counts = unique[LABEL].value_counts()
@@ -167,26 +187,43 @@ def split_table(
             f"The data has only one label ({counts.index[0]!r}), but a classifier needs at least "
             "two; add rows of another label or check data.label_column."
         )
-    rare = sorted(counts[counts < 2].index)
+    _require_rows(counts, 2, "only one distinct row", "both train and validation", "")
+    if test_size > 0:
+        three = "train, validation and test"
+        fix = " (or set split.test_size to 0)"
+        _require_rows(counts, 3, "fewer than three distinct rows", three, fix)
+    rng = np.random.default_rng(seed)
+    val_index, test_index = [], []
+    for _, rows in unique.groupby(LABEL, sort=True):
+        index, n = rows.index.to_numpy(), len(rows)
+        if test_size > 0:
+            n_test = min(max(round(n * test_size), 1), n - 2)
+            order = rng.permutation(index)
+            test_index.extend(order[:n_test])
+            index = np.sort(order[n_test:])
+        n_val = min(max(round(n * val_size), 1), len(index) - 1)
+        val_index.extend(rng.permutation(index)[:n_val])
+    in_val, in_test = unique.index.isin(val_index), unique.index.isin(test_index)
+    return Split(
+        train=unique[~in_val & ~in_test].reset_index(drop=True),
+        val=unique[in_val].reset_index(drop=True),
+        test=unique[in_test].reset_index(drop=True),
+        duplicates=len(table) - len(unique),
+    )
+
+
+def _require_rows(counts: pd.Series, least: int, few: str, splits: str, fix: str) -> None:
+    """Every label needs `least` distinct rows to be in each of `splits`; name those that don't."""
+    rare = sorted(counts[counts < least].index)
     if len(rare) == 1:
         raise PipelineError(
-            f"Label {rare[0]!r} has only one distinct row, so it cannot be in both "
-            "train and validation; add rows for it or remove it from the data."
+            f"Label {rare[0]!r} has {few}, so it cannot be in {splits}; add rows for it or "
+            f"remove it from the data{fix}."
         )
     if rare:
         # Name a few, not thousands: a wrong data.label_column can make every row its own label.
         names = ", ".join(map(repr, rare[:3]))
         raise PipelineError(
-            f"{len(rare)} labels ({names}, ...) have only one distinct row each, so they cannot "
-            "be in both train and validation; add rows for them, remove them or check "
-            "data.label_column."
+            f"{len(rare)} labels ({names}, ...) have {few} each, so they cannot be in {splits}; "
+            f"add rows for them, remove them or check data.label_column{fix}."
         )
-    rng = np.random.default_rng(seed)
-    val_index = []
-    for _, rows in unique.groupby(LABEL, sort=True):
-        n_val = min(max(round(len(rows) * val_size), 1), len(rows) - 1)
-        val_index.extend(rng.permutation(rows.index.to_numpy())[:n_val])
-    in_val = unique.index.isin(val_index)
-    train = unique[~in_val].reset_index(drop=True)
-    val = unique[in_val].reset_index(drop=True)
-    return train, val, len(table) - len(unique)

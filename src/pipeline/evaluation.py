@@ -38,6 +38,13 @@ def classification_metrics(y_true: list[str], y_pred: list[str], labels: list[st
     }
 
 
+def summary_metrics(y_true: list[str], y_pred: list[str], labels: list[str]) -> dict:
+    """Accuracy and the macro averages, without the per-class part: for the test rows."""
+    metrics = classification_metrics(y_true, y_pred, labels)
+    del metrics["per_class"]
+    return metrics
+
+
 def per_class_table(metrics: dict) -> pd.DataFrame:
     """The per-class part of `metrics` as a table, one row per label."""
     rows = [{"label": label, **scores} for label, scores in metrics["per_class"].items()]
