@@ -1,6 +1,7 @@
 """Stage `train`: train.csv, val.csv, vocab.json -> models/model.pt and dvclive metrics."""
 
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -10,6 +11,7 @@ from dvclive import Live
 # (a queued experiment runs in a copy of the repository).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from pipeline import distributed
 from pipeline.checkpoint import save_checkpoint
 from pipeline.cli import params_option, train_option, user_errors, val_option
 from pipeline.config import load_params
@@ -55,16 +57,29 @@ def main(
     quiet: bool,
 ) -> None:
     """Train the Transformer encoder with the `train` params, logging per-epoch loss and
-    accuracy of both splits with dvclive."""
-    with user_errors(model_path, live_dir):
+    accuracy of both splits with dvclive.
+
+    With train.processes N > 1 this command starts itself as N data-parallel processes (see
+    pipeline.distributed); started by torchrun, it is one of them. Rank 0 writes the outputs.
+    """
+    main_rank = distributed.is_main()
+    # Other ranks write nothing, so they have nothing to remove if they fail.
+    with user_errors(*((model_path, live_dir) if main_rank else ())):
         params = load_params(params_path)
+        if params.train.processes > 1 and not distributed.launched():
+            distributed.launch(params.train.processes, Path(__file__).resolve(), sys.argv[1:])
+            return
         train, val = read_table(train_path), read_table(val_path)
         vocab = load_vocab(vocab_path)
         epochs = params.train.epochs
         # dvcyaml=False: dvc.yaml declares the metrics and plots by hand.
-        with Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False) as live:
+        live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False) if main_rank else None
+        with live if live is not None else nullcontext():
 
             def log(epoch: int, metrics: dict[str, float]) -> None:
+                distributed.fail_if_testing(epoch)
+                if not main_rank:
+                    return
                 live.step = epoch
                 for name in LOGGED:
                     live.log_metric(name, round(metrics[name], 6))
@@ -77,6 +92,8 @@ def main(
                     )
 
             checkpoint = train_model(train, val, vocab, params.train, params.clean, log)
+        if not main_rank:
+            return
         save_checkpoint(model_path, checkpoint)
     click.echo(
         f"train: {epochs} epochs on {len(train)} rows, final val_accuracy "

@@ -46,7 +46,10 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
             "max_token_chars": checkpoint.max_token_chars,
             "ngram_scale": checkpoint.model.ngram_scale,
         },
-        "params": dataclasses.asdict(checkpoint.params),
+        # How many processes trained it is a fact of the run (dvc.lock has it), not of the model.
+        "params": {
+            k: v for k, v in dataclasses.asdict(checkpoint.params).items() if k != "processes"
+        },
         "clean": dataclasses.asdict(checkpoint.clean),
         "tokens": checkpoint.vocab.tokens,
         "labels": checkpoint.vocab.labels,
@@ -73,7 +76,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         _check_version(path, payload)
         inputs = payload["inputs"]
-        params = TrainParams(**payload["params"])
+        params = TrainParams(**{"processes": 1, **payload["params"]})
         vocab = Vocab(tokens=list(payload["tokens"]), labels=list(payload["labels"]))
         model = TextClassifier(
             len(vocab.tokens), len(vocab.labels), params, ngram_scale=float(inputs["ngram_scale"])

@@ -93,12 +93,13 @@ class TrainParams:
     label_smoothing: float
     device: Device
     threads: int
+    processes: int  # data-parallel training processes (torch.distributed); 1 = one process
 
     def __post_init__(self) -> None:
         _require_seed(self.seed, "train.seed")
         for key in ("d_model", "num_heads", "num_layers", "dim_feedforward", "max_seq_len"):
             _require(getattr(self, key) >= 1, f"train.{key}", "must be at least 1")
-        for key in ("batch_size", "epochs", "threads"):
+        for key in ("batch_size", "epochs", "threads", "processes"):
             _require(getattr(self, key) >= 1, f"train.{key}", "must be at least 1")
         _require(
             self.d_model % self.num_heads == 0,

@@ -1,19 +1,29 @@
 """The training loop: seeded, deterministic, one line of progress per epoch."""
 
+import dataclasses
 import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from pipeline import distributed
 from pipeline.checkpoint import Checkpoint
 from pipeline.config import CleanParams, Part, TrainParams
-from pipeline.encoding import Encoded, batches, encode_table, ngram_idf, subwords_of
+from pipeline.encoding import (
+    Batch,
+    Encoded,
+    batch_indices,
+    batches,
+    encode_table,
+    ngram_idf,
+    subwords_of,
+)
 from pipeline.errors import PipelineError
 from pipeline.model import TextClassifier
 from pipeline.vocab import Vocab
@@ -70,6 +80,65 @@ def predict_logits(
     return torch.cat(logits)[torch.tensor(rows).argsort()]
 
 
+def rows_of(data: Encoded, index: list[int]) -> Encoded:
+    """The rows `index` of `data`, in that order."""
+
+    def pick(rows: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
+        return None if rows is None else [rows[i] for i in index]
+
+    return Encoded(
+        pick(data.ids),
+        pick(data.subwords),
+        pick(data.subword_counts),
+        data.labels[index],
+        pick(data.ngram_ids),
+        pick(data.ngram_counts),
+    )
+
+
+def batch_of(data: Encoded, index: list[int]) -> Batch:
+    """The batch of rows `index` (sorted by length, as batch_indices makes them), padded as
+    `batches` pads: one batch of a table of exactly those rows, whose sort keeps their order."""
+    (batch,) = batches(rows_of(data, index), len(index))
+    return dataclasses.replace(batch, index=index)
+
+
+def step_batches(
+    data: Encoded, batch_size: int, generator: torch.Generator, rank: int, world: int
+) -> Iterator[tuple[Batch, float]]:
+    """This process's batch for each optimizer step of one epoch, and the weight of its loss.
+
+    Every process draws the same length-grouped batch list from the same seeded generator;
+    step s gives batch s * world + r to rank r. The weight is the batch's share of the step's
+    rows times `world` (1.0 with one process), so that the gradients DDP averages over the
+    processes make the gradient of the mean loss over all the step's rows. In the last step a
+    rank left without a batch repeats the step's first one with weight 0: every rank must take
+    every step (DDP waits for all of them), and no row is dropped or counted twice.
+    """
+    groups = batch_indices([len(ids) for ids in data.ids], batch_size, generator)
+    for first in range(0, len(groups), world):
+        step = groups[first : first + world]
+        if rank < len(step):
+            yield batch_of(data, step[rank]), len(step[rank]) * world / sum(map(len, step))
+        else:
+            yield batch_of(data, step[0]), 0.0
+
+
+def all_logits(
+    model: nn.Module, data: Encoded, batch_size: int, device: torch.device
+) -> torch.Tensor:
+    """predict_logits over every row of `data`, the rows shared between the processes: each
+    scores every world-th row, and the sum over processes of these (zeros elsewhere) is exact."""
+    world = distributed.world_size()
+    if world == 1:
+        return predict_logits(model, data, batch_size, device)
+    mine = list(range(distributed.rank(), len(data), world))
+    part = predict_logits(model, rows_of(data, mine), batch_size, device)
+    logits = part.new_zeros(len(data), part.shape[1])
+    logits[mine] = part
+    return distributed.sum_across(logits, device)
+
+
 def warmup_steps(params: TrainParams, steps_per_epoch: int) -> int:
     """Warm-up length in optimizer steps: a share of the run, so it never outlasts the run."""
     return round(params.warmup_share * params.epochs * steps_per_epoch)
@@ -93,12 +162,18 @@ def fit(
 
     After each epoch both splits are scored the same way (eval mode, plain cross-entropy), so
     the train and validation curves compare like with like.
+
+    In a process group (train.processes > 1) every process runs this with the same arguments:
+    a step takes one batch on each (see step_batches), and every process gets the same
+    metrics, over all rows.
     """
     model.to(device)
+    rank, world = distributed.rank(), distributed.world_size()
+    net = distributed.data_parallel(model, device)  # `model` itself with one process
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=params.lr, weight_decay=params.weight_decay
     )
-    steps_per_epoch = math.ceil(len(train) / params.batch_size)
+    steps_per_epoch = math.ceil(math.ceil(len(train) / params.batch_size) / world)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         warmup_cosine(warmup_steps(params, steps_per_epoch), params.epochs * steps_per_epoch),
@@ -109,19 +184,19 @@ def fit(
     for epoch in range(1, params.epochs + 1):
         start = time.perf_counter()
         model.train()
-        for batch in batches(train, params.batch_size, shuffle):
+        for batch, weight in step_batches(train, params.batch_size, shuffle, rank, world):
             batch = batch.to(device)
-            loss = loss_fn(model(*batch.inputs()), batch.labels)
+            loss = loss_fn(net(*batch.inputs()), batch.labels) * weight
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
             optimizer.step()
             schedule.step()
         train_loss, train_accuracy = scores(
-            predict_logits(model, train, params.batch_size, device), train.labels
+            all_logits(model, train, params.batch_size, device), train.labels
         )
         val_loss, val_accuracy = scores(
-            predict_logits(model, val, params.batch_size, device), val.labels
+            all_logits(model, val, params.batch_size, device), val.labels
         )
         metrics = {
             "train_loss": train_loss,
@@ -141,8 +216,13 @@ def train_model(
     clean: CleanParams,
     on_epoch: Callable[[int, dict[str, float]], None],
 ) -> Checkpoint:
-    """Encode the tables once, build a fresh model, train it; return it as a checkpoint."""
-    make_deterministic(params.seed, params.threads)
+    """Encode the tables once, build a fresh model, train it; return it as a checkpoint.
+
+    Under a launcher (train.processes > 1) every process calls this and joins the process
+    group here. Rank r seeds its random streams (dropout) with seed + r, so rank 0 draws
+    what a single process draws; DDP gives every rank rank 0's initial weights.
+    """
+    make_deterministic((params.seed + distributed.rank()) % 2**32, params.threads)
     device = resolve_device(params.device)
     add_cls = params.pooling == "cls"
     subwords = subwords_of(params)
@@ -153,6 +233,7 @@ def train_model(
         model.ngrams.idf.copy_(ngram_idf(train, params.subword_buckets))
     table = model.positions.table
     initial = table.detach().clone() if params.pos_encoding == "learned" else None
-    fit(model, train, val, params, device, on_epoch)
+    with distributed.process_group(device, params.processes) as device:
+        fit(model, train, val, params, device, on_epoch)
     longest = max(len(ids) for ids in train.ids)
     return Checkpoint(model.cpu().eval(), vocab, params, clean, initial, longest)

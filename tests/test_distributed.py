@@ -1,0 +1,151 @@
+"""Data-parallel training: the batch shares of each step, and one optimizer step on two gloo
+processes against the same step on one process."""
+
+import dataclasses
+import os
+import socket
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from pipeline.data import split_table
+from pipeline.encoding import batches, encode_table, ngram_idf, subwords_of
+from pipeline.model import TextClassifier
+from pipeline.training import fit, step_batches
+from pipeline.vocab import build_vocab
+from tests.conftest import synthetic_table
+from tests.test_training import tiny_params
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def data():
+    table = synthetic_table(["A", "B", "C"], 40)
+    vocab = build_vocab(table["text"], table["label"], min_freq=1, max_size=1000)
+    params = tiny_params().train
+    return encode_table(table, vocab, 32, False, subwords_of(params))
+
+
+def shares(data, batch_size, world, seed=3):
+    return [
+        list(step_batches(data, batch_size, torch.Generator().manual_seed(seed), rank, world))
+        for rank in range(world)
+    ]
+
+
+def test_one_process_takes_the_batches_of_today(data):
+    """With one process every batch is the one `batches` makes, with weight 1.0: the same
+    bits as before data parallelism."""
+    (mine,) = shares(data, 8, world=1)
+    expected = list(batches(data, 8, torch.Generator().manual_seed(3)))
+    assert len(mine) == len(expected)
+    for (batch, weight), want in zip(mine, expected, strict=True):
+        assert weight == 1.0
+        assert batch.index == want.index
+        for name in ("tokens", "padding_mask", "subwords", "labels", "ngram_ids", "ngram_counts"):
+            assert torch.equal(getattr(batch, name), getattr(want, name)), name
+
+
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_every_rank_takes_every_step_and_every_row_counts_once(data, world):
+    # 120 rows in batches of 7: 18 batches, so the last step leaves ranks without a batch.
+    per_rank = shares(data, 7, world)
+    steps = len(per_rank[0])
+    assert all(len(mine) == steps for mine in per_rank)  # no rank waits for a missing step
+    assert steps == -(-18 // world)
+    counted = [i for mine in per_rank for batch, weight in mine if weight > 0 for i in batch.index]
+    assert sorted(counted) == list(range(len(data)))
+    for step in range(steps):
+        taken = [mine[step] for mine in per_rank]
+        rows = sum(len(batch.index) for batch, weight in taken if weight > 0)
+        for batch, weight in taken:  # weight = share of the step's rows x world
+            assert weight == pytest.approx(len(batch.index) * world / rows if weight else 0.0)
+        # DDP averages: sum of weight x (mean loss of the batch) / world = mean over the rows.
+        assert sum(weight for _, weight in taken) / world == pytest.approx(1.0)
+
+
+# --- one step on two processes ----------------------------------------------------------------
+
+
+def model_after_fit(params, train, val, vocab, on_epoch):
+    """A fresh model of seed params.seed, trained by fit() in this process (of a group or not)."""
+    subwords = subwords_of(params)
+    train_data = encode_table(train, vocab, params.max_seq_len, False, subwords)
+    val_data = encode_table(val, vocab, params.max_seq_len, False, subwords)
+    torch.manual_seed(params.seed)
+    torch.set_num_threads(1)
+    model = TextClassifier(len(vocab.tokens), len(vocab.labels), params)
+    model.ngrams.idf.copy_(ngram_idf(train_data, params.subword_buckets))
+    fit(model, train_data, val_data, params, CPU, on_epoch)
+    return model
+
+
+def worker(rank, port, runs, out):
+    """One of two gloo processes: fit() for each (params, train, val, vocab) of `runs`;
+    rank 0 saves the weights and metrics."""
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    results = []
+    for params, train, val, vocab in runs:
+        epochs = []
+        model = model_after_fit(params, train, val, vocab, lambda e, m, seen=epochs: seen.append(m))
+        results.append((model.state_dict(), epochs))
+    if rank == 0:
+        torch.save(results, out)
+    dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def on_two_processes(runs, out, timeout=90):
+    """Run `worker` on two processes; fail (not hang) if they do not finish in time."""
+    context = mp.start_processes(
+        worker, args=(free_port(), runs, out), nprocs=2, join=False, start_method="spawn"
+    )
+    deadline = time.monotonic() + timeout
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"two-process training did not finish in {timeout} s")
+    return torch.load(out, weights_only=False)
+
+
+def test_a_step_on_two_processes_is_the_step_on_one_over_the_same_rows(tmp_path):
+    """16 training rows: one step of 2 x 8 rows on two processes, one step of 16 on one.
+    Dropout off (the ranks draw other masks than one process would)."""
+    split_rows = split_table(synthetic_table(["A", "B"], 12), 1 / 3, seed=0)
+    train, val = split_rows[0], split_rows[1]
+    assert len(train) == 16
+    vocab = build_vocab(train["text"], train["label"], min_freq=1, max_size=1000)
+    off = dict(epochs=1, dropout=0.0, transformer_dropout=0.0, warmup_share=0.0, lr=1e-4)
+    two = tiny_params(batch_size=8, **off).train
+    one = dataclasses.replace(two, batch_size=16)
+    # And a run whose epochs end unevenly (3 batches of 8 on 2 processes): it must finish.
+    uneven = tiny_params(batch_size=6, epochs=2).train
+    (stepped, metrics), (_, uneven_epochs) = on_two_processes(
+        [(two, train, val, vocab), (uneven, train, val, vocab)], tmp_path / "out.pt"
+    )
+    assert len(uneven_epochs) == 2
+    alone_metrics = []
+    alone = model_after_fit(
+        one, train, val, vocab, lambda e, m: alone_metrics.append(m)
+    ).state_dict()
+    assert stepped.keys() == alone.keys()
+    torch.manual_seed(two.seed)
+    initial = TextClassifier(len(vocab.tokens), len(vocab.labels), two).state_dict()
+    moved = [k for k in alone if not torch.equal(alone[k], initial[k])]
+    assert len(moved) > 10  # the step changed the weights
+    for key in alone:
+        assert torch.allclose(stepped[key], alone[key], rtol=0, atol=1e-6), key
+    # The metrics after the epoch are over all rows on both: the same numbers.
+    for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+        assert metrics[0][name] == pytest.approx(alone_metrics[0][name], abs=1e-6), name
