@@ -59,8 +59,14 @@ def process_group(device: torch.device, processes: int) -> Iterator[torch.device
             f"train.processes is {processes} but the launcher started {world} processes "
             f"(WORLD_SIZE); set train.processes: {world} in params.yaml."
         )
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    if device.type == "cuda":  # untested here: no GPU on the machines this was written on
+        local_rank = int(os.environ["LOCAL_RANK"])
+        if local_rank >= torch.cuda.device_count():
+            raise PipelineError(
+                f"{torch.cuda.device_count()} GPU(s) on this machine but {local_rank + 1} or "
+                "more processes; start at most one process per GPU (torchrun --nproc-per-node)."
+            )
+        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     yield device
