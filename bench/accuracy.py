@@ -19,7 +19,7 @@ training rows, as the split stage does with `split.test_size`. Then:
    defaults (params.yaml with any --set), and the chosen model config with each positional
    encoding (--encodings), with the accuracy of each of the model's paths alone. The test
    scores of every config are printed in the tuning table too, for reading, never for
-   choosing. `--encoder-alone` adds the same rows with `train.ngram_path: false`.
+   choosing. `--encoder-alone` adds the same rows with `model.ngram_path: false`.
 
 Mean ± sd over the seeds; the runs run in this process, one after the other, with the repo's
 params.yaml (`train.threads` threads). Nothing is written to the repository.
@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Four configs each: the same tuning budget. The model's two knobs are the ones today's
 # defaults were chosen by (on kaggle's validation rows); C is the baseline's main knob.
-MODEL_GRID = ("train.transformer_dropout=0.0,0.5", "train.lr=1.0e-3,2.0e-3")
+MODEL_GRID = ("model.transformer_dropout=0.0,0.5", "train.lr=1.0e-3,2.0e-3")
 BASELINE_GRID = ("baseline.C=0.1,0.3,1.0,3.0",)
 
 Config = tuple[tuple[str, object], ...]  # (("train.lr", 0.001), ...): one point of a grid
@@ -139,7 +139,9 @@ def run_model(params: Params, split: Split) -> dict:
         split.train[TEXT], split.train[LABEL], params.vocab.min_freq, params.vocab.max_size
     )
     start = time.perf_counter()
-    checkpoint = train_model(split.train, split.val, vocab, params.train, params.clean, noop)
+    checkpoint = train_model(
+        split.train, split.val, vocab, params.model, params.train, params.clean, noop
+    )
     seconds = time.perf_counter() - start
     alone = PATHS if checkpoint.model.ngrams is not None else ()
     val = predict_labels(checkpoint, list(split.val[TEXT]), ("both",))
@@ -287,12 +289,12 @@ def header(csv: Path) -> str:
     "--encodings",
     default="learned,sinusoidal,none",
     show_default=True,
-    help="train.pos_encoding values to score with the chosen model config ('' for none).",
+    help="model.pos_encoding values to score with the chosen model config ('' for none).",
 )
 @click.option(
     "--encoder-alone",
     is_flag=True,
-    help="Add each encoding with train.ngram_path false (one more training run per seed each).",
+    help="Add each encoding with model.ngram_path false (one more training run per seed each).",
 )
 @click.option(
     "--reference",
@@ -408,16 +410,16 @@ def report(
         return results
 
     tuned_baseline = row("**baseline, tuned on validation**", "baseline", baseline_choice)
-    pe = dict(model_choice).get("train.pos_encoding", base.train.pos_encoding)
+    pe = dict(model_choice).get("model.pos_encoding", base.model.pos_encoding)
     tuned_model = row(f"**model, tuned on validation** ({pe} PE)", "model", model_choice)
     row("baseline, defaults (untuned)", "baseline", ())
-    row(f"model, defaults (untuned; {base.train.pos_encoding} PE)", "model", ())
+    row(f"model, defaults (untuned; {base.model.pos_encoding} PE)", "model", ())
     variants = [(encoding, True) for encoding in filter(None, encodings.split(","))]
     if encoder_alone:
         variants += [(encoding, False) for encoding in filter(None, encodings.split(","))]
     for encoding, ngram_path in variants:
-        changed = dict(model_choice) | {"train.pos_encoding": encoding}
-        config = tuple((changed | ({} if ngram_path else {"train.ngram_path": False})).items())
+        changed = dict(model_choice) | {"model.pos_encoding": encoding}
+        config = tuple((changed | ({} if ngram_path else {"model.ngram_path": False})).items())
         name = "model, tuned config" if ngram_path else "encoder alone, tuned config"
         row(f"{name}, {encoding} PE", "model", config)
     if reference:

@@ -97,7 +97,9 @@ def run_stage(stage: str, folder: Path) -> int:
     params = with_overrides(params, {"train.epochs": 1})
     train, val = read_table(folder / "train.csv"), read_table(folder / "val.csv")
     vocab = load_vocab(folder / "vocab.json")
-    checkpoint = train_model(train, val, vocab, params.train, params.clean, lambda *_: None)
+    checkpoint = train_model(
+        train, val, vocab, params.model, params.train, params.clean, lambda *_: None
+    )
     save_checkpoint(folder / "model.pt", checkpoint)
     return len(train)
 

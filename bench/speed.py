@@ -57,7 +57,7 @@ TRAINING = {
     "pipeline": ("pipeline loop, params.yaml", {"train.threads": 1}),
     "pipeline-ff2048": (
         "pipeline loop, dim_feedforward 2048",
-        {"train.threads": 1, "train.dim_feedforward": 2048},
+        {"train.threads": 1, "model.dim_feedforward": 2048},
     ),
     "pipeline-2-threads": ("pipeline loop, 2 threads", {"train.threads": 2}),
     "reference": ("original recipe (bench/reference.py)", {"train.threads": 1}),
@@ -121,7 +121,9 @@ def train_pipeline(
     """Seconds of each epoch of the pipeline's own loop, as the train stage runs it."""
     vocab = build_vocab(train[TEXT], train[LABEL], params.vocab.min_freq, params.vocab.max_size)
     seconds: list[float] = []
-    checkpoint = train_model(train, val, vocab, params.train, params.clean, recorder(seconds))
+    checkpoint = train_model(
+        train, val, vocab, params.model, params.train, params.clean, recorder(seconds)
+    )
     if save_to is not None:
         save_checkpoint(save_to, checkpoint)
     return seconds
@@ -204,7 +206,7 @@ def run_variant(
     else:
         save_to = checkpoint if variant == "pipeline" else None
         result["epoch_seconds"] = train_pipeline(params, train, val, save_to)
-        result["dim_feedforward"] = params.train.dim_feedforward
+        result["dim_feedforward"] = params.model.dim_feedforward
     result["threads"] = torch.get_num_threads()
     result["peak_rss_mib"] = mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     if torch.cuda.is_available() and resolve_device(device).type == "cuda":

@@ -51,7 +51,7 @@ def main(model_path: Path, val_path: Path, output: Path, test_path: Path | None)
         checkpoint = load_checkpoint(model_path)
         # As in training: a fixed count keeps results identical, and more threads than
         # cores (or busy cores) makes small matrices far slower, not faster.
-        torch.set_num_threads(checkpoint.params.threads)
+        torch.set_num_threads(checkpoint.threads)
         labels = checkpoint.vocab.labels
         val = read_known(val_path, model_path, labels)
         test = read_known(test_path, model_path, labels, allow_empty=True) if test_path else None
@@ -70,7 +70,7 @@ def main(model_path: Path, val_path: Path, output: Path, test_path: Path | None)
             parts["test"] = scores
         metrics = write_scores(output, y_true, predicted["both"], checkpoint.vocab.labels, parts)
         positional_encoding_plots(
-            checkpoint.params.pos_encoding,
+            checkpoint.config.pos_encoding,
             checkpoint.model.positions.table,
             checkpoint.initial_positions,
             checkpoint.trained_positions,

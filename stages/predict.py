@@ -77,7 +77,7 @@ def main(
         checkpoint = load_checkpoint(model_path)
         # As in training: a fixed count keeps results identical, and more threads than
         # cores (or busy cores) makes small matrices far slower, not faster.
-        torch.set_num_threads(checkpoint.params.threads)
+        torch.set_num_threads(checkpoint.threads)
         texts_in = read_texts(texts, input_path, text_column)
         if not texts_in:
             raise PipelineError("No texts to label; pass them as arguments, --input or stdin.")

@@ -56,8 +56,8 @@ def main(
     live_dir: Path,
     quiet: bool,
 ) -> None:
-    """Train the Transformer encoder with the `train` params, logging per-epoch loss and
-    accuracy of both splits with dvclive.
+    """Train the network the `model` params describe as the `train` params say, logging
+    per-epoch loss and accuracy of both splits with dvclive.
 
     With train.processes N > 1 this command starts itself as N data-parallel processes (see
     pipeline.distributed); started by torchrun, it is one of them. Rank 0 writes the outputs.
@@ -91,7 +91,9 @@ def main(
                         + f"  {metrics['seconds']:.1f}s"
                     )
 
-            checkpoint = train_model(train, val, vocab, params.train, params.clean, log)
+            checkpoint = train_model(
+                train, val, vocab, params.model, params.train, params.clean, log
+            )
         if not main_rank:
             return
         save_checkpoint(model_path, checkpoint)

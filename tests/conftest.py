@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.config import Params, load_params
+from pipeline.config import ModelParams, Params, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,26 +45,29 @@ def write_csv(
     return path
 
 
-def tiny_train_overrides() -> dict:
-    """A model small enough to train in about a second on a few hundred rows."""
-    return dict(
-        d_model=16,
-        num_heads=2,
-        num_layers=1,
-        dim_feedforward=32,
-        epochs=8,
-        batch_size=8,
-        lr=1e-2,
-        warmup_share=0.1,
-        max_seq_len=32,
-        threads=1,
+# A model small enough to train in about a second on a few hundred rows, by params section.
+TINY = {
+    "model": dict(d_model=16, num_heads=2, num_layers=1, dim_feedforward=32, max_seq_len=32),
+    "train": dict(epochs=8, batch_size=8, lr=1e-2, warmup_share=0.1, threads=1),
+}
+MODEL_KEYS = {field.name for field in dataclasses.fields(ModelParams)}
+
+
+def tiny_params(**overrides) -> Params:
+    """The repository's params.yaml with the tiny model and training, and `overrides` (keys of
+    the model or the train section, each put where it belongs)."""
+    base = load_params(ROOT / "params.yaml")
+    changes = {**TINY["model"], **TINY["train"], **overrides}
+    model = {k: v for k, v in changes.items() if k in MODEL_KEYS}
+    train = {k: v for k, v in changes.items() if k not in MODEL_KEYS}
+    return dataclasses.replace(
+        base,
+        model=dataclasses.replace(base.model, **model),
+        train=dataclasses.replace(base.train, **train),
     )
 
 
 @pytest.fixture
 def params() -> Params:
     """The repository's params.yaml, with a tiny model."""
-    base = load_params(ROOT / "params.yaml")
-    return dataclasses.replace(
-        base, train=dataclasses.replace(base.train, **tiny_train_overrides())
-    )
+    return tiny_params()

@@ -239,6 +239,10 @@ def train(**values) -> Callable[[dict], object]:
     return lambda raw: raw["train"].update(values)
 
 
+def model(**values) -> Callable[[dict], object]:
+    return lambda raw: raw["model"].update(values)
+
+
 @pytest.mark.parametrize(
     ("edit", "fragments"),
     [
@@ -251,8 +255,9 @@ def train(**values) -> Callable[[dict], object]:
         (train(batch_size=-8), ["'train.batch_size'", "at least 1"]),
         (train(lr=0), ["'train.lr'", "greater than 0"]),
         (train(lr=-0.001), ["'train.lr'", "greater than 0"]),
-        (train(d_model=30, num_heads=8), ["'train.d_model'", "divisible", "train.num_heads"]),
-        (train(pos_encoding="rotary"), ["'train.pos_encoding'", "learned, sinusoidal, none"]),
+        (model(d_model=30, num_heads=8), ["'model.d_model'", "divisible", "model.num_heads"]),
+        (model(pos_encoding="rotary"), ["'model.pos_encoding'", "learned, sinusoidal, none"]),
+        (train(pos_encoding="learned"), ["'train.pos_encoding'", "use model.pos_encoding"]),
         (lambda raw: raw["split"].update(val_size=0), ["'split.val_size'", "between 0 and 1"]),
         (lambda raw: raw["split"].update(val_size=1), ["'split.val_size'", "between 0 and 1"]),
         (lambda raw: raw["split"].update(val_size=1.5), ["'split.val_size'", "between 0 and 1"]),
@@ -272,6 +277,7 @@ def train(**values) -> Callable[[dict], object]:
         "lr-negative",
         "d-model-not-divisible",
         "unknown-pos-encoding",
+        "moved-key",
         "val-size-0",
         "val-size-1",
         "val-size-1.5",
@@ -290,7 +296,7 @@ def test_bad_params(tmp_path, edit, fragments):
     ("content", "fragments"),
     [
         ("train:\n  lr: 0.1\n   epochs: 3\n", ["params.yaml", "not valid YAML", "line"]),
-        ("", ["params.yaml", "is empty", "data, clean, split, vocab and train"]),
+        ("", ["params.yaml", "is empty", "data, clean, split, vocab, model, train and baseline"]),
         ("- data\n- train\n", ["params.yaml", "mapping of sections"]),
         (None, ["params.yaml", "does not exist", "--params"]),
     ],

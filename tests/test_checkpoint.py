@@ -11,33 +11,33 @@ from pipeline.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from pipeline.encoding import encode_table, subwords_of
 from pipeline.errors import PipelineError
 from pipeline.model import TextClassifier
-from pipeline.training import predict_logits
+from pipeline.predict import predict_logits
 from pipeline.vocab import build_vocab
 from tests.conftest import synthetic_table
 
 
-def make_checkpoint(params, **train_overrides) -> Checkpoint:
+def make_checkpoint(params, **model_overrides) -> Checkpoint:
     torch.manual_seed(0)
     table = synthetic_table(["A", "B", "C"], 10)
     vocab = build_vocab(table["text"], table["label"], min_freq=1, max_size=1000)
-    train = dataclasses.replace(params.train, **train_overrides)
-    model = TextClassifier(len(vocab.tokens), len(vocab.labels), train).eval()
+    config = dataclasses.replace(params.model, **model_overrides)
+    model = TextClassifier(len(vocab.tokens), len(vocab.labels), config).eval()
     if model.ngrams is not None:  # as if trained: the idf buffer and weights must round-trip
         with torch.no_grad():
             model.ngrams.idf.uniform_(1.0, 3.0)
             model.ngrams.weight.weight.normal_()
     initial = None
-    if train.pos_encoding == "learned":
+    if config.pos_encoding == "learned":
         initial = model.positions.table.detach().clone() + 1.0
-    return Checkpoint(model, vocab, train, params.clean, initial, trained_positions=11)
+    return Checkpoint(model, vocab, config, params.clean, 2, initial, trained_positions=11)
 
 
 def logits(checkpoint: Checkpoint) -> torch.Tensor:
     table = synthetic_table(["A", "B", "C"], 4, seed=9)
-    params = checkpoint.params
-    add_cls = params.pooling == "cls"
-    subwords = subwords_of(params, checkpoint.max_token_chars)
-    data = encode_table(table, checkpoint.vocab, params.max_seq_len, add_cls, subwords)
+    config = checkpoint.config
+    add_cls = config.pooling == "cls"
+    subwords = subwords_of(config, checkpoint.max_token_chars)
+    data = encode_table(table, checkpoint.vocab, config.max_seq_len, add_cls, subwords)
     return predict_logits(checkpoint.model, data, 5, torch.device("cpu"))
 
 
@@ -60,7 +60,8 @@ def test_round_trip_gives_the_same_model(tmp_path, params, overrides):
     assert torch.equal(logits(loaded), logits(saved))
     assert loaded.vocab == saved.vocab
     assert loaded.vocab.labels == ["A", "B", "C"]
-    assert loaded.params == saved.params
+    assert loaded.config == saved.config
+    assert loaded.threads == 2
     assert loaded.clean == saved.clean
     assert loaded.trained_positions == 11
     if saved.initial_positions is None:
@@ -74,7 +75,7 @@ def test_saved_file_loads_with_weights_only(tmp_path, params):
     save_checkpoint(path, make_checkpoint(params))
     payload = torch.load(path, map_location="cpu", weights_only=True)
     assert payload["labels"] == ["A", "B", "C"]
-    assert payload["params"]["d_model"] == params.train.d_model
+    assert payload["model"]["d_model"] == params.model.d_model
 
 
 def test_equal_checkpoints_give_equal_bytes_whatever_the_file_name(tmp_path, params):
@@ -154,9 +155,9 @@ def test_load_refuses_an_object_hidden_in_a_valid_payload(tmp_path, params):
     "corrupt",
     [
         lambda p: p.pop("state_dict"),
-        lambda p: p["params"].update(d_model=32),  # weights no longer fit the model
-        lambda p: p["params"].update(bogus=1),
-        lambda p: p["params"].update(epochs=0),
+        lambda p: p["model"].update(d_model=32),  # weights no longer fit the model
+        lambda p: p["model"].update(bogus=1),
+        lambda p: p["model"].update(num_layers=0),
         lambda p: p.update(tokens=p["tokens"][:-1]),
     ],
     ids=[
@@ -199,11 +200,12 @@ def test_load_payload_missing_a_late_key(tmp_path, params, key):
     ("change", "expected"),
     [
         (lambda p: p.update(format=1), "trained by an older version"),
+        (lambda p: p.update(format=2), "trained by an older version"),
         (lambda p: p.pop("format"), "trained by an older version"),
         (lambda p: p["inputs"].update(cleaning_rules=0), "trained by an older version"),
         (lambda p: p.update(format=99), "written by a newer version"),
     ],
-    ids=["format-1", "no-format", "other-cleaning-rules", "newer"],
+    ids=["format-1", "format-2", "no-format", "other-cleaning-rules", "newer"],
 )
 def test_a_checkpoint_of_another_version_says_what_to_do(tmp_path, params, change, expected):
     path = tmp_path / "model.pt"

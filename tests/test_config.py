@@ -6,7 +6,7 @@ import re
 import pytest
 import yaml
 
-from pipeline.config import Params, TrainParams, load_params, with_overrides
+from pipeline.config import ModelParams, Params, TrainParams, load_params, with_overrides
 from pipeline.errors import PipelineError
 from tests.conftest import ROOT
 
@@ -109,33 +109,43 @@ def test_wrong_type_is_rejected_naming_the_key(tmp_path, section, key, value):
         ("batch_size", -8),
         ("lr", 0),
         ("lr", -0.001),
-        ("dropout", 1.0),
         ("warmup_share", 1.0),
         ("warmup_share", -0.1),
-        ("transformer_dropout", 1.0),
-        ("transformer_dropout", -0.1),
     ],
 )
 def test_impossible_train_value_is_rejected_naming_the_key(tmp_path, key, value):
     assert f"train.{key}" in load_error(with_value(tmp_path, "train", key, value))
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("dropout", 1.0),
+        ("transformer_dropout", 1.0),
+        ("transformer_dropout", -0.1),
+        ("num_layers", 0),
+    ],
+)
+def test_impossible_model_value_is_rejected_naming_the_key(tmp_path, key, value):
+    assert f"model.{key}" in load_error(with_value(tmp_path, "model", key, value))
+
+
 def test_ngram_path_needs_subword_buckets(tmp_path):
     raw = repo_dict()
-    raw["train"]["subword_buckets"] = 0
-    raw["train"]["ngram_path"] = True
-    assert "train.ngram_path" in load_error(write_params(tmp_path, raw))
-    raw["train"]["ngram_path"] = False
-    assert load_params(write_params(tmp_path, raw)).train.subword_buckets == 0
+    raw["model"]["subword_buckets"] = 0
+    raw["model"]["ngram_path"] = True
+    assert "model.ngram_path" in load_error(write_params(tmp_path, raw))
+    raw["model"]["ngram_path"] = False
+    assert load_params(write_params(tmp_path, raw)).model.subword_buckets == 0
 
 
 def test_d_model_not_divisible_by_num_heads(tmp_path):
     raw = repo_dict()
-    raw["train"]["d_model"] = 60
-    raw["train"]["num_heads"] = 8
+    raw["model"]["d_model"] = 60
+    raw["model"]["num_heads"] = 8
     message = load_error(write_params(tmp_path, raw))
-    assert "train.d_model" in message
-    assert "train.num_heads" in message
+    assert "model.d_model" in message
+    assert "model.num_heads" in message
 
 
 @pytest.mark.parametrize("val_size", [0, 0.0, 1, 1.5, -0.2])
@@ -166,15 +176,15 @@ def test_vocab_sizes_must_be_positive(tmp_path, key):
 
 
 def test_unknown_pos_encoding_lists_the_choices(tmp_path):
-    message = load_error(with_value(tmp_path, "train", "pos_encoding", "rotary"))
-    assert "train.pos_encoding" in message
+    message = load_error(with_value(tmp_path, "model", "pos_encoding", "rotary"))
+    assert "model.pos_encoding" in message
     assert "rotary" in message
     for choice in ("learned", "sinusoidal", "none"):
         assert choice in message
 
 
 def test_unknown_pooling_and_device_are_rejected(tmp_path):
-    assert "train.pooling" in load_error(with_value(tmp_path, "train", "pooling", "max"))
+    assert "model.pooling" in load_error(with_value(tmp_path, "model", "pooling", "max"))
     assert "train.device" in load_error(with_value(tmp_path, "train", "device", "tpu"))
 
 
@@ -209,6 +219,14 @@ def test_a_moved_key_names_its_new_place(tmp_path):
     assert "'train.warmup_epochs' is no longer a parameter: use train.warmup_share" in message
 
 
+@pytest.mark.parametrize("key", ["pos_encoding", "d_model", "ngram_path", "dropout"])
+def test_a_model_key_left_in_train_names_its_new_section(tmp_path, key):
+    raw = repo_dict()
+    raw["train"][key] = raw["model"][key]
+    message = load_error(write_params(tmp_path, raw))
+    assert f"'train.{key}' is no longer a parameter: use model.{key}." in message
+
+
 def test_section_that_is_not_a_mapping(tmp_path):
     raw = repo_dict()
     raw["train"] = [1, 2]
@@ -234,10 +252,12 @@ def test_error_message_names_the_file(tmp_path):
     assert str(path) in load_error(path)
 
 
-def test_train_params_check_runs_on_direct_construction():
-    fields = dataclasses.asdict(load_params(REPO_PARAMS).train)
-    with pytest.raises(PipelineError, match=r"train\.num_heads"):
-        TrainParams(**{**fields, "num_heads": 0})
+def test_params_checks_run_on_direct_construction():
+    params = load_params(REPO_PARAMS)
+    with pytest.raises(PipelineError, match=r"model\.num_heads"):
+        ModelParams(**{**dataclasses.asdict(params.model), "num_heads": 0})
+    with pytest.raises(PipelineError, match=r"train\.epochs"):
+        TrainParams(**{**dataclasses.asdict(params.train), "epochs": 0})
 
 
 def test_with_overrides_converts_like_params_yaml():
@@ -257,7 +277,7 @@ def test_with_overrides_converts_like_params_yaml():
         ({"train.lrr": 0.1}, "train.lrr"),
         ({"nosection.lr": 0.1}, "nosection.lr"),
         ({"train.epochs": 2.5}, "train.epochs"),
-        ({"train.d_model": 60}, "train.d_model"),
+        ({"model.d_model": 60}, "model.d_model"),
     ],
 )
 def test_with_overrides_rejects_bad_changes_naming_the_key(overrides, key):

@@ -16,8 +16,7 @@ from pipeline.encoding import batches, encode_table, ngram_idf, subwords_of
 from pipeline.model import TextClassifier
 from pipeline.training import fit, step_batches
 from pipeline.vocab import build_vocab
-from tests.conftest import synthetic_table
-from tests.test_training import tiny_params
+from tests.conftest import synthetic_table, tiny_params
 
 CPU = torch.device("cpu")
 
@@ -26,8 +25,7 @@ CPU = torch.device("cpu")
 def data():
     table = synthetic_table(["A", "B", "C"], 40)
     vocab = build_vocab(table["text"], table["label"], min_freq=1, max_size=1000)
-    params = tiny_params().train
-    return encode_table(table, vocab, 32, False, subwords_of(params))
+    return encode_table(table, vocab, 32, False, subwords_of(tiny_params().model))
 
 
 def shares(data, batch_size, world, seed=3):
@@ -72,15 +70,16 @@ def test_every_rank_takes_every_step_and_every_row_counts_once(data, world):
 
 
 def model_after_fit(params, train, val, vocab, on_epoch):
-    """A fresh model of seed params.seed, trained by fit() in this process (of a group or not)."""
-    subwords = subwords_of(params)
-    train_data = encode_table(train, vocab, params.max_seq_len, False, subwords)
-    val_data = encode_table(val, vocab, params.max_seq_len, False, subwords)
-    torch.manual_seed(params.seed)
+    """A fresh model of seed train.seed, trained by fit() in this process (of a group or not)."""
+    config = params.model
+    subwords = subwords_of(config)
+    train_data = encode_table(train, vocab, config.max_seq_len, False, subwords)
+    val_data = encode_table(val, vocab, config.max_seq_len, False, subwords)
+    torch.manual_seed(params.train.seed)
     torch.set_num_threads(1)
-    model = TextClassifier(len(vocab.tokens), len(vocab.labels), params)
-    model.ngrams.idf.copy_(ngram_idf(train_data, params.subword_buckets))
-    fit(model, train_data, val_data, params, CPU, on_epoch)
+    model = TextClassifier(len(vocab.tokens), len(vocab.labels), config)
+    model.ngrams.idf.copy_(ngram_idf(train_data, config.subword_buckets))
+    fit(model, train_data, val_data, params.train, CPU, on_epoch)
     return model
 
 
@@ -127,10 +126,10 @@ def test_a_step_on_two_processes_is_the_step_on_one_over_the_same_rows(tmp_path)
     assert len(train) == 16
     vocab = build_vocab(train["text"], train["label"], min_freq=1, max_size=1000)
     off = dict(epochs=1, dropout=0.0, transformer_dropout=0.0, warmup_share=0.0, lr=1e-4)
-    two = tiny_params(batch_size=8, **off).train
-    one = dataclasses.replace(two, batch_size=16)
+    two = tiny_params(batch_size=8, **off)
+    one = dataclasses.replace(two, train=dataclasses.replace(two.train, batch_size=16))
     # And a run whose epochs end unevenly (3 batches of 8 on 2 processes): it must finish.
-    uneven = tiny_params(batch_size=6, epochs=2).train
+    uneven = tiny_params(batch_size=6, epochs=2)
     (stepped, metrics), (_, uneven_epochs) = on_two_processes(
         [(two, train, val, vocab), (uneven, train, val, vocab)], tmp_path / "out.pt"
     )
@@ -140,8 +139,8 @@ def test_a_step_on_two_processes_is_the_step_on_one_over_the_same_rows(tmp_path)
         one, train, val, vocab, lambda e, m: alone_metrics.append(m)
     ).state_dict()
     assert stepped.keys() == alone.keys()
-    torch.manual_seed(two.seed)
-    initial = TextClassifier(len(vocab.tokens), len(vocab.labels), two).state_dict()
+    torch.manual_seed(two.train.seed)
+    initial = TextClassifier(len(vocab.tokens), len(vocab.labels), two.model).state_dict()
     moved = [k for k in alone if not torch.equal(alone[k], initial[k])]
     assert len(moved) > 10  # the step changed the weights
     for key in alone:

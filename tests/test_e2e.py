@@ -13,7 +13,7 @@ import yaml
 
 from pipeline.checkpoint import load_checkpoint
 from pipeline.model import sinusoidal_table
-from tests.conftest import ROOT, tiny_train_overrides, write_csv
+from tests.conftest import ROOT, TINY, write_csv
 
 pytestmark = pytest.mark.e2e
 
@@ -61,7 +61,8 @@ def make_project(
         "text_column": text_column,
         "label_column": label_column,
     }
-    params["train"].update(tiny_train_overrides())
+    for section, values in TINY.items():
+        params[section].update(values)
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(path, "git", "init", "-q", "-b", "main")
     sh(path, "git", "config", "user.name", "Test")
@@ -107,7 +108,7 @@ def test_repro_writes_reports_and_leaves_nothing_to_do(repro_project):
     assert sh(repro_project, "git", "status", "--porcelain") == ""
     metrics = json.loads(read(repro_project, "reports/eval/metrics.json"))
     assert set(metrics["per_class"]) == {"Physics", "Chemistry", "Maths", "Biology"}
-    # Each of the model's two paths is scored alone too (train.ngram_path is on by default).
+    # Each of the model's two paths is scored alone too (model.ngram_path is on by default).
     for part in ("transformer", "ngrams"):
         assert 0.0 < metrics[f"accuracy_{part}_only"] <= 1.0
 
@@ -123,7 +124,7 @@ def test_exp_run_reruns_only_train_and_evaluate(repro_project):
     experiments = [e for rev in shown for e in (rev.get("experiments") or [])]
     assert experiments, shown
     learned_picture = read(repro_project, "reports/eval/pe_final.png")
-    sh(repro_project, "dvc", "exp", "run", "-S", "train.pos_encoding=sinusoidal")
+    sh(repro_project, "dvc", "exp", "run", "-S", "model.pos_encoding=sinusoidal")
     # The model that ran has the fixed table (not a trained copy of it) and its picture changed.
     model = load_checkpoint(repro_project / "models" / "model.pt").model
     assert model.positions.kind == "sinusoidal"
@@ -174,7 +175,7 @@ def test_queued_sweep_and_plots_diff(repro_project, tmp_path):
         "-S",
         "train.lr=1e-4,3e-4,1e-3",
         "-S",
-        "train.pos_encoding=learned,sinusoidal",
+        "model.pos_encoding=learned,sinusoidal",
     )
     sh(repro_project, "dvc", "queue", "start")
     sh(repro_project, "dvc", "queue", "status")  # workers leave once the queue is empty
@@ -184,10 +185,11 @@ def test_queued_sweep_and_plots_diff(repro_project, tmp_path):
         for exp in rev.get("experiments") or []:
             for run in exp["revs"]:
                 data = run["data"]
-                params = data["params"]["params.yaml"]["data"]["train"]
-                if params["lr"] in (1e-4, 3e-4, 1e-3):
+                params = data["params"]["params.yaml"]["data"]
+                lr, encoding = params["train"]["lr"], params["model"]["pos_encoding"]
+                if lr in (1e-4, 3e-4, 1e-3):
                     loss = data["metrics"]["reports/train/metrics.json"]["data"]["val_loss"]
-                    runs[run["name"]] = (params["lr"], params["pos_encoding"], loss)
+                    runs[run["name"]] = (lr, encoding, loss)
     assert len({r[:2] for r in runs.values()}) == 6, runs
     assert len({r[2] for r in runs.values()}) == 6, runs
     first, second = sorted(runs)[:2]

@@ -18,8 +18,8 @@ ATOL = 1e-5
 def make_model(params, **overrides) -> TextClassifier:
     torch.manual_seed(0)
     # The transformer alone unless a test asks for the n-gram path (tested below).
-    train = dataclasses.replace(params.train, **{"ngram_path": False, **overrides})
-    return TextClassifier(VOCAB_SIZE, CLASSES, train).eval()
+    config = dataclasses.replace(params.model, **{"ngram_path": False, **overrides})
+    return TextClassifier(VOCAB_SIZE, CLASSES, config).eval()
 
 
 def pad(rows: list[list[int]], length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,7 +29,8 @@ def pad(rows: list[list[int]], length: int) -> tuple[torch.Tensor, torch.Tensor]
 
 @torch.no_grad()
 def logits(model, rows, length):
-    return model(*pad(rows, length))
+    tokens, mask = pad(rows, length)
+    return model(tokens=tokens, padding_mask=mask)
 
 
 VARIANTS = [
@@ -97,11 +98,11 @@ def test_learned_table_is_a_trainable_parameter(params):
     table = model.positions.table
     assert isinstance(table, nn.Parameter)
     assert table.requires_grad
-    assert table.shape == (params.train.max_seq_len, params.train.d_model)
+    assert table.shape == (params.model.max_seq_len, params.model.d_model)
     assert any(p is table for p in model.parameters())
     model.train()
     tokens, mask = pad([[4, 5, 6]], 3)
-    model(tokens, mask).sum().backward()
+    model(tokens=tokens, padding_mask=mask).sum().backward()
     assert table.grad is not None
     assert table.grad[:3].abs().sum() > 0
     assert table.grad[3:].abs().sum() == 0  # positions past the row get no gradient
@@ -114,13 +115,13 @@ def test_sinusoidal_table_is_a_buffer_not_a_parameter(params):
     assert not any(p is table for p in model.parameters())
     assert any(b is table for b in model.buffers())
     assert "positions.table" in model.state_dict()
-    expected = sinusoidal_table(params.train.max_seq_len, params.train.d_model)
+    expected = sinusoidal_table(params.model.max_seq_len, params.model.d_model)
     assert torch.equal(table, expected)
 
 
 def test_none_encoding_adds_nothing(params):
     model = make_model(params, pos_encoding="none")
-    x = torch.randn(2, 5, params.train.d_model)
+    x = torch.randn(2, 5, params.model.d_model)
     assert model.positions(x) is x
     assert "positions.table" not in model.state_dict()
 
@@ -151,12 +152,16 @@ def test_sinusoidal_table_with_odd_d_model():
 
 def test_padding_embedding_is_zero(params):
     model = make_model(params)
-    assert torch.equal(model.embedding.weight[PAD_ID], torch.zeros(params.train.d_model))
+    assert torch.equal(model.embedding.weight[PAD_ID], torch.zeros(params.model.d_model))
 
 
 def test_pre_norm_has_a_final_norm_and_post_norm_does_not(params):
     assert isinstance(make_model(params, norm_first=True).encoder.norm, nn.LayerNorm)
     assert make_model(params, norm_first=False).encoder.norm is None
+
+
+def inputs(tokens, mask, ids, counts) -> dict:
+    return dict(tokens=tokens, padding_mask=mask, ngram_ids=ids, ngram_counts=counts)
 
 
 def ngram_model(params, **overrides) -> TextClassifier:
@@ -193,11 +198,11 @@ def test_logits_are_the_sum_of_the_two_paths_at_inference(params):
     model.ngrams.weight.weight.normal_()
     tokens, mask = pad([[3, 4, 5], [6, 7]], 3)
     ids, counts = torch.tensor([[1, 2], [3, 0]]), torch.tensor([[1.0, 2.0], [1.0, 0.0]])
-    both = model(tokens, mask, None, ids, counts)
-    transformer = model(tokens, mask, None, ids, counts, part="transformer")
-    ngrams = model(tokens, mask, None, ids, counts, part="ngrams")
+    both = model(**inputs(tokens, mask, ids, counts))
+    transformer = model(**inputs(tokens, mask, ids, counts), part="transformer")
+    ngrams = model(**inputs(tokens, mask, ids, counts), part="ngrams")
     assert torch.allclose(both, transformer + ngrams, atol=ATOL)
-    assert torch.allclose(transformer, model(tokens, mask, part="transformer"))
+    assert torch.allclose(transformer, model(tokens=tokens, padding_mask=mask, part="transformer"))
     assert not torch.allclose(ngrams, torch.zeros_like(ngrams))
 
 
@@ -205,9 +210,9 @@ def test_a_model_with_an_ngram_path_refuses_to_run_without_ngrams(params):
     model = ngram_model(params)
     tokens, mask = pad([[3, 4]], 2)
     with pytest.raises(ValueError, match="ngram"):
-        model(tokens, mask)
+        model(tokens=tokens, padding_mask=mask)
     with pytest.raises(ValueError, match="ngram"):
-        make_model(params)(tokens, mask, part="ngrams")
+        make_model(params)(tokens=tokens, padding_mask=mask, part="ngrams")
 
 
 @torch.no_grad()
@@ -215,11 +220,11 @@ def test_transformer_dropout_acts_in_training_only(params):
     model = ngram_model(params, transformer_dropout=0.5, dropout=0.0)
     tokens, mask = pad([[3, 4, 5]] * 64, 3)
     ids, counts = torch.tensor([[1, 2]] * 64), torch.ones(64, 2)
-    ngrams = model(tokens, mask, None, ids, counts, part="ngrams")
-    transformer = model(tokens, mask, None, ids, counts, part="transformer")
+    ngrams = model(**inputs(tokens, mask, ids, counts), part="ngrams")
+    transformer = model(**inputs(tokens, mask, ids, counts), part="transformer")
     model.train()
     torch.manual_seed(1)
-    mixed = model(tokens, mask, None, ids, counts)
+    mixed = model(**inputs(tokens, mask, ids, counts))
     dropped = torch.isclose(mixed, ngrams, atol=ATOL).all(dim=1)
     doubled = torch.isclose(mixed, ngrams + 2 * transformer, atol=ATOL).all(dim=1)
     assert (dropped | doubled).all()  # each row: transformer dropped, or kept and rescaled

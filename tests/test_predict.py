@@ -1,29 +1,19 @@
 """Labelling new texts with a trained checkpoint."""
 
-import dataclasses
-
 import pytest
 import torch
 
 from pipeline.checkpoint import Checkpoint
-from pipeline.config import load_params
 from pipeline.data import split_table
 from pipeline.errors import PipelineError
 from pipeline.model import TextClassifier
 from pipeline.predict import predict_proba, predict_texts
 from pipeline.training import train_model
 from pipeline.vocab import build_vocab
-from tests.conftest import ROOT, synthetic_table, tiny_train_overrides
+from tests.conftest import synthetic_table, tiny_params
 
 LABELS = ["Chemistry", "Maths", "Physics"]
 PROBS = [f"p_{label}" for label in LABELS]
-
-
-def tiny_params(**overrides):
-    # One thread: see test_training.tiny_params.
-    train = {**tiny_train_overrides(), "threads": 1, **overrides}
-    base = load_params(ROOT / "params.yaml")
-    return dataclasses.replace(base, train=dataclasses.replace(base.train, **train))
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +21,17 @@ def checkpoint():
     train, val, _ = split_table(synthetic_table(LABELS, 40), 0.3, seed=0)
     vocab = build_vocab(train["text"], train["label"], min_freq=1, max_size=1000)
     params = tiny_params(epochs=10, lr=1e-2, batch_size=8)
-    return train_model(train, val, vocab, params.train, params.clean, lambda e, m: None)
+    return train_model(
+        train, val, vocab, params.model, params.train, params.clean, lambda e, m: None
+    )
 
 
 def untrained(labels, **overrides) -> Checkpoint:
     torch.manual_seed(0)
     params = tiny_params(**overrides)
     vocab = build_vocab(["alpha beta gamma"], labels, min_freq=1, max_size=100)
-    model = TextClassifier(len(vocab.tokens), len(vocab.labels), params.train).eval()
-    return Checkpoint(model, vocab, params.train, params.clean, None, 3)
+    model = TextClassifier(len(vocab.tokens), len(vocab.labels), params.model).eval()
+    return Checkpoint(model, vocab, params.model, params.clean, 1, None, 3)
 
 
 def test_obvious_texts_get_their_labels(checkpoint):

@@ -13,7 +13,7 @@ import yaml
 
 from pipeline.data import LABEL, TEXT
 from pipeline.vocab import build_vocab, save_vocab
-from tests.conftest import ROOT, synthetic_table, tiny_train_overrides, write_csv
+from tests.conftest import ROOT, TINY, synthetic_table, write_csv
 
 
 def run_stage(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -176,7 +176,7 @@ def test_test_rows_are_split_off_and_scored_by_evaluate_and_baseline(tmp_path, t
     neither metrics.json has a `test` key."""
     clean_csv = tmp_path / "clean.csv"
     synthetic_table(["A", "B", "C"], 40).to_csv(clean_csv, index=False)
-    write_params(tmp_path, split={"test_size": test_size}, train=tiny_train_overrides())
+    write_params(tmp_path, split={"test_size": test_size}, **TINY)
     data, reports = tmp_path / "data", tmp_path / "reports"
     train, val, test = data / "train.csv", data / "val.csv", data / "test.csv"
     model = tmp_path / "model.pt"

@@ -1,6 +1,5 @@
 """The training loop: schedule, learning, reproducibility and devices."""
 
-import dataclasses
 import itertools
 
 import pytest
@@ -10,24 +9,17 @@ from pipeline.config import load_params
 from pipeline.data import split_table
 from pipeline.encoding import batches, encode_table, subwords_of
 from pipeline.errors import PipelineError
+from pipeline.predict import predict_logits
 from pipeline.training import (
-    predict_logits,
     resolve_device,
     train_model,
     warmup_cosine,
     warmup_steps,
 )
 from pipeline.vocab import build_vocab
-from tests.conftest import ROOT, synthetic_table, tiny_train_overrides
+from tests.conftest import ROOT, synthetic_table, tiny_params
 
 METRICS = {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"}
-
-
-def tiny_params(**overrides):
-    # One thread: a fixed team of two spins badly when the CPU is shared with other work.
-    train = {**tiny_train_overrides(), "threads": 1, **overrides}
-    base = load_params(ROOT / "params.yaml")
-    return dataclasses.replace(base, train=dataclasses.replace(base.train, **train))
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +35,13 @@ def run(split, **overrides):
     params = tiny_params(**overrides)
     epochs = []
     checkpoint = train_model(
-        train, val, vocab, params.train, params.clean, lambda e, m: epochs.append((e, m))
+        train,
+        val,
+        vocab,
+        params.model,
+        params.train,
+        params.clean,
+        lambda e, m: epochs.append((e, m)),
     )
     return checkpoint, epochs
 
@@ -121,16 +119,16 @@ def test_checkpoint_holds_the_trained_model(trained, split):
     train, val, vocab = split
     assert not checkpoint.model.training
     assert checkpoint.vocab == vocab
-    assert checkpoint.params.epochs == 10
-    encoded_train = encode_table(train, vocab, checkpoint.params.max_seq_len, add_cls=False)
+    assert checkpoint.threads == 1
+    encoded_train = encode_table(train, vocab, checkpoint.config.max_seq_len, add_cls=False)
     assert checkpoint.trained_positions == max(len(ids) for ids in encoded_train.ids)
     # The learned encoding moved away from the copy taken before training.
     initial = checkpoint.initial_positions
     assert initial is not None
     assert not torch.equal(initial, checkpoint.model.positions.table.detach())
     # The returned model is the one whose accuracy was reported for the last epoch.
-    subwords = subwords_of(checkpoint.params)
-    encoded_val = encode_table(val, vocab, checkpoint.params.max_seq_len, False, subwords)
+    subwords = subwords_of(checkpoint.config)
+    encoded_val = encode_table(val, vocab, checkpoint.config.max_seq_len, False, subwords)
     predicted = predict_logits(checkpoint.model, encoded_val, 16, torch.device("cpu"))
     accuracy = (predicted.argmax(dim=1) == encoded_val.labels).float().mean().item()
     assert accuracy == pytest.approx(epochs[-1][1]["val_accuracy"])
@@ -141,9 +139,9 @@ def test_train_curves_score_the_training_rows_like_the_validation_rows(split):
     not running means over the epoch in training mode (dropout on), not smoothed losses."""
     checkpoint, epochs = run(split, epochs=3, label_smoothing=0.2, dropout=0.3)
     train, val, vocab = split
-    subwords = subwords_of(checkpoint.params)
+    subwords = subwords_of(checkpoint.config)
     for table, prefix in ((train, "train"), (val, "val")):
-        data = encode_table(table, vocab, checkpoint.params.max_seq_len, False, subwords)
+        data = encode_table(table, vocab, checkpoint.config.max_seq_len, False, subwords)
         logits = predict_logits(checkpoint.model, data, 16, torch.device("cpu"))
         loss = torch.nn.functional.cross_entropy(logits, data.labels).item()
         accuracy = (logits.argmax(dim=1) == data.labels).float().mean().item()
@@ -186,12 +184,12 @@ def test_other_seed_gives_other_weights(split):
 def test_predict_logits_keeps_row_order(trained, split):
     checkpoint, _ = trained
     _, val, vocab = split
-    data = encode_table(val.iloc[:7], vocab, 32, False, subwords_of(checkpoint.params))
+    data = encode_table(val.iloc[:7], vocab, 32, False, subwords_of(checkpoint.config))
     together = predict_logits(checkpoint.model, data, batch_size=3, device=torch.device("cpu"))
     assert together.shape == (7, 3)
     for batch in batches(data, batch_size=1):
         with torch.no_grad():
-            alone = checkpoint.model(*batch.inputs())
+            alone = checkpoint.model(**batch.inputs())
         assert torch.allclose(together[batch.index[0]], alone[0], atol=1e-5)
 
 
@@ -214,5 +212,5 @@ def test_train_model_rejects_cuda_without_gpu_before_training(split):
     train, val, vocab = split
     params = tiny_params(device="cuda")
     with pytest.raises(PipelineError, match="cuda"):
-        train_model(train, val, vocab, params.train, params.clean, lambda e, m: calls.append(e))
+        train_model(train, val, vocab, params.model, params.train, params.clean, calls.append)
     assert calls == []

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.config import CleanParams, TrainParams
+from pipeline.config import CleanParams, ModelParams
 from pipeline.encoding import MAX_TOKEN_CHARS
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_path
@@ -22,16 +22,18 @@ from pipeline.text import CLEANING_RULES
 from pipeline.vocab import Vocab
 
 # Raised whenever what a checkpoint holds, or how its inputs are made, changes. Format 2 added
-# the input constants below and uncapped the n-grams per token.
-FORMAT = 2
+# the input constants below and uncapped the n-grams per token; format 3 holds the `model`
+# params section instead of the whole `train` section.
+FORMAT = 3
 
 
 @dataclass
 class Checkpoint:
     model: TextClassifier
     vocab: Vocab
-    params: TrainParams
+    config: ModelParams  # what the network is: enough to rebuild it
     clean: CleanParams  # new texts must be cleaned exactly as the training rows were
+    threads: int  # CPU threads to score with: as in training, for the same results every time
     initial_positions: torch.Tensor | None  # the learned encoding before training, for plots
     trained_positions: int  # length of the longest training row: later positions never trained
     max_token_chars: int = MAX_TOKEN_CHARS  # n-grams are taken from this many chars of a token
@@ -46,10 +48,8 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
             "max_token_chars": checkpoint.max_token_chars,
             "ngram_scale": checkpoint.model.ngram_scale,
         },
-        # How many processes trained it is a fact of the run (dvc.lock has it), not of the model.
-        "params": {
-            k: v for k, v in dataclasses.asdict(checkpoint.params).items() if k != "processes"
-        },
+        "model": dataclasses.asdict(checkpoint.config),
+        "threads": checkpoint.threads,
         "clean": dataclasses.asdict(checkpoint.clean),
         "tokens": checkpoint.vocab.tokens,
         "labels": checkpoint.vocab.labels,
@@ -76,17 +76,18 @@ def load_checkpoint(path: Path) -> Checkpoint:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         _check_version(path, payload)
         inputs = payload["inputs"]
-        params = TrainParams(**{"processes": 1, **payload["params"]})
+        config = ModelParams(**payload["model"])
         vocab = Vocab(tokens=list(payload["tokens"]), labels=list(payload["labels"]))
         model = TextClassifier(
-            len(vocab.tokens), len(vocab.labels), params, ngram_scale=float(inputs["ngram_scale"])
+            len(vocab.tokens), len(vocab.labels), config, ngram_scale=float(inputs["ngram_scale"])
         )
         model.load_state_dict(payload["state_dict"])
         checkpoint = Checkpoint(
             model,
             vocab,
-            params,
+            config,
             CleanParams(**payload["clean"]),
+            int(payload["threads"]),
             payload["initial_positions"],
             int(payload["trained_positions"]),
             int(inputs["max_token_chars"]),

@@ -69,8 +69,9 @@ class VocabParams:
 
 
 @dataclass(frozen=True)
-class TrainParams:
-    seed: int
+class ModelParams:
+    """The network: everything needed to rebuild it, stored in the checkpoint."""
+
     pos_encoding: PosEncoding
     d_model: int
     num_heads: int
@@ -85,6 +86,38 @@ class TrainParams:
     transformer_dropout: float  # share of training rows whose transformer logits are dropped
     pooling: Pooling
     norm_first: bool
+
+    def __post_init__(self) -> None:
+        for key in ("d_model", "num_heads", "num_layers", "dim_feedforward", "max_seq_len"):
+            _require(getattr(self, key) >= 1, f"model.{key}", "must be at least 1")
+        _require(
+            self.d_model % self.num_heads == 0,
+            "model.d_model",
+            f"({self.d_model}) must be divisible by model.num_heads ({self.num_heads})",
+        )
+        _require(self.subword_buckets >= 0, "model.subword_buckets", "must not be negative")
+        _require(self.subword_min_n >= 1, "model.subword_min_n", "must be at least 1")
+        _require(
+            self.subword_max_n >= self.subword_min_n,
+            "model.subword_max_n",
+            f"must be at least model.subword_min_n ({self.subword_min_n})",
+        )
+        _require(
+            self.subword_buckets > 0 or not self.ngram_path,
+            "model.ngram_path",
+            "needs model.subword_buckets above 0 (the n-grams are hashed into those buckets)",
+        )
+        _require(
+            0.0 <= self.transformer_dropout < 1.0, "model.transformer_dropout", "must be in [0, 1)"
+        )
+        _require(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """The optimisation: how the network is trained, not what it is."""
+
+    seed: int
     batch_size: int
     epochs: int
     lr: float
@@ -97,33 +130,10 @@ class TrainParams:
 
     def __post_init__(self) -> None:
         _require_seed(self.seed, "train.seed")
-        for key in ("d_model", "num_heads", "num_layers", "dim_feedforward", "max_seq_len"):
-            _require(getattr(self, key) >= 1, f"train.{key}", "must be at least 1")
         for key in ("batch_size", "epochs", "threads", "processes"):
             _require(getattr(self, key) >= 1, f"train.{key}", "must be at least 1")
-        _require(
-            self.d_model % self.num_heads == 0,
-            "train.d_model",
-            f"({self.d_model}) must be divisible by train.num_heads ({self.num_heads})",
-        )
-        _require(self.subword_buckets >= 0, "train.subword_buckets", "must not be negative")
-        _require(self.subword_min_n >= 1, "train.subword_min_n", "must be at least 1")
-        _require(
-            self.subword_max_n >= self.subword_min_n,
-            "train.subword_max_n",
-            f"must be at least train.subword_min_n ({self.subword_min_n})",
-        )
-        _require(
-            self.subword_buckets > 0 or not self.ngram_path,
-            "train.ngram_path",
-            "needs train.subword_buckets above 0 (the n-grams are hashed into those buckets)",
-        )
-        _require(
-            0.0 <= self.transformer_dropout < 1.0, "train.transformer_dropout", "must be in [0, 1)"
-        )
         _require(self.lr > 0, "train.lr", "must be greater than 0")
         _require(self.weight_decay >= 0, "train.weight_decay", "must not be negative")
-        _require(0.0 <= self.dropout < 1.0, "train.dropout", "must be in [0, 1)")
         _require(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)")
         _require(0.0 <= self.warmup_share < 1.0, "train.warmup_share", "must be in [0, 1)")
 
@@ -151,6 +161,7 @@ class Params:
     clean: CleanParams
     split: SplitParams
     vocab: VocabParams
+    model: ModelParams
     train: TrainParams
     baseline: BaselineParams
 
@@ -178,8 +189,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise PipelineError(f"{path} is not valid YAML{line}; check the indentation.") from None
     if raw is None:
         raise PipelineError(
-            f"{path} is empty; it must be a mapping of the sections data, clean, split, vocab "
-            "and train."
+            f"{path} is empty; it must be a mapping of the sections data, clean, split, vocab, "
+            "model, train and baseline."
         )
     if not isinstance(raw, dict):
         raise PipelineError(f"{path} must be a mapping of sections (data, clean, ...).")
@@ -203,6 +214,7 @@ def with_overrides(params: Params, overrides: dict[str, Any]) -> Params:
 
 # Keys that were renamed or replaced: a params.yaml that still has one gets told where it went.
 MOVED = {
+    **{f"train.{f.name}": f"model.{f.name}" for f in dataclasses.fields(ModelParams)},
     "train.warmup_epochs": "train.warmup_share (the share of all training steps spent warming "
     "up, e.g. 0.067 for 2 of 30 epochs), so that a short run never warms up for longer than it "
     "lasts",

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from pipeline.config import TrainParams
+from pipeline.config import ModelParams
 from pipeline.data import LABEL, TEXT
 from pipeline.errors import PipelineError
 from pipeline.text import tokenize
@@ -34,7 +34,7 @@ class Subwords:
     max_token_chars: int = MAX_TOKEN_CHARS
 
 
-def subwords_of(params: TrainParams, max_token_chars: int = MAX_TOKEN_CHARS) -> Subwords | None:
+def subwords_of(params: ModelParams, max_token_chars: int = MAX_TOKEN_CHARS) -> Subwords | None:
     if params.subword_buckets == 0:
         return None
     return Subwords(
@@ -164,9 +164,15 @@ class Batch:
             move(self.ngram_counts),
         )
 
-    def inputs(self) -> tuple[torch.Tensor | None, ...]:
-        """The model's arguments, in the order TextClassifier.forward takes them."""
-        return self.tokens, self.padding_mask, self.subwords, self.ngram_ids, self.ngram_counts
+    def inputs(self) -> dict[str, torch.Tensor | None]:
+        """The model's inputs by name: `model(**batch.inputs())`."""
+        return {
+            "tokens": self.tokens,
+            "padding_mask": self.padding_mask,
+            "subwords": self.subwords,
+            "ngram_ids": self.ngram_ids,
+            "ngram_counts": self.ngram_counts,
+        }
 
 
 def batch_indices(

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from pipeline.config import Part, TrainParams
+from pipeline.config import ModelParams, Part
 from pipeline.vocab import PAD_ID
 
 
@@ -76,7 +76,7 @@ class TextClassifier(nn.Module):
         self,
         vocab_size: int,
         num_classes: int,
-        params: TrainParams,
+        params: ModelParams,
         ngram_scale: float = NGRAM_SCALE,
     ) -> None:
         super().__init__()
@@ -121,6 +121,7 @@ class TextClassifier(nn.Module):
 
     def forward(
         self,
+        *,  # by name: the inputs are several tensors of similar shapes, easy to mix up
         tokens: torch.Tensor,
         padding_mask: torch.Tensor,
         subwords: torch.Tensor | None = None,
@@ -131,7 +132,7 @@ class TextClassifier(nn.Module):
         """Logits (batch, classes): the transformer's plus, when the model has one, the n-gram
         path's; `part` picks one of the two alone (to measure what each contributes)."""
         if part == "ngrams" and self.ngrams is None:
-            raise ValueError("this model has no n-gram path (train.ngram_path is false)")
+            raise ValueError("this model has no n-gram path (model.ngram_path is false)")
         uses_ngrams = self.ngrams is not None and part != "transformer"
         if uses_ngrams and (ngram_ids is None or ngram_counts is None):
             raise ValueError("the n-gram path needs ngram_ids and ngram_counts")

@@ -1,25 +1,44 @@
-"""Labelling texts with a trained checkpoint."""
+"""Labelling texts with a trained checkpoint: the model's inference, apart from training."""
 
 import pandas as pd
 import torch
+from torch import nn
 
 from pipeline.checkpoint import Checkpoint
 from pipeline.config import Part
 from pipeline.data import LABEL, TEXT
-from pipeline.encoding import Encoded, encode_table, subwords_of
+from pipeline.encoding import Encoded, batches, encode_table, subwords_of
 from pipeline.errors import PipelineError
 from pipeline.text import clean_text
-from pipeline.training import predict_logits
 
 BATCH_SIZE = 64
 
 
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    data: Encoded,
+    batch_size: int,
+    device: torch.device,
+    part: Part = "both",
+) -> torch.Tensor:
+    """Logits for every row of `data`, in order, on the CPU (of one path alone if `part` says)."""
+    model.eval()
+    rows, logits = [], []
+    for batch in batches(data, batch_size):
+        batch = batch.to(device)
+        rows += batch.index
+        logits.append(model(**batch.inputs(), part=part).cpu())
+    # Batches come sorted by length: put the rows back in the table's order.
+    return torch.cat(logits)[torch.tensor(rows).argsort()]
+
+
 def _encode(checkpoint: Checkpoint, cleaned: list[str]) -> Encoded:
-    params = checkpoint.params
+    config = checkpoint.config
     table = pd.DataFrame({TEXT: cleaned, LABEL: checkpoint.vocab.labels[0]})
-    add_cls = params.pooling == "cls"
-    subwords = subwords_of(params, checkpoint.max_token_chars)
-    return encode_table(table, checkpoint.vocab, params.max_seq_len, add_cls, subwords)
+    add_cls = config.pooling == "cls"
+    subwords = subwords_of(config, checkpoint.max_token_chars)
+    return encode_table(table, checkpoint.vocab, config.max_seq_len, add_cls, subwords)
 
 
 def predict_proba(checkpoint: Checkpoint, cleaned: list[str]) -> torch.Tensor:

@@ -14,7 +14,7 @@ from torch import nn
 
 from pipeline import distributed
 from pipeline.checkpoint import Checkpoint
-from pipeline.config import CleanParams, Part, TrainParams
+from pipeline.config import CleanParams, ModelParams, TrainParams
 from pipeline.encoding import (
     Batch,
     Encoded,
@@ -26,6 +26,7 @@ from pipeline.encoding import (
 )
 from pipeline.errors import PipelineError
 from pipeline.model import TextClassifier
+from pipeline.predict import predict_logits
 from pipeline.vocab import Vocab
 
 
@@ -59,25 +60,6 @@ def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
-
-
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module,
-    data: Encoded,
-    batch_size: int,
-    device: torch.device,
-    part: Part = "both",
-) -> torch.Tensor:
-    """Logits for every row of `data`, in order, on the CPU (of one path alone if `part` says)."""
-    model.eval()
-    rows, logits = [], []
-    for batch in batches(data, batch_size):
-        batch = batch.to(device)
-        rows += batch.index
-        logits.append(model(*batch.inputs(), part=part).cpu())
-    # Batches come sorted by length: put the rows back in the table's order.
-    return torch.cat(logits)[torch.tensor(rows).argsort()]
 
 
 def rows_of(data: Encoded, index: list[int]) -> Encoded:
@@ -186,7 +168,7 @@ def fit(
         model.train()
         for batch, weight in step_batches(train, params.batch_size, shuffle, rank, world):
             batch = batch.to(device)
-            loss = loss_fn(net(*batch.inputs()), batch.labels) * weight
+            loss = loss_fn(net(**batch.inputs()), batch.labels) * weight
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
@@ -212,11 +194,13 @@ def train_model(
     train_table: pd.DataFrame,
     val_table: pd.DataFrame,
     vocab: Vocab,
+    config: ModelParams,
     params: TrainParams,
     clean: CleanParams,
     on_epoch: Callable[[int, dict[str, float]], None],
 ) -> Checkpoint:
-    """Encode the tables once, build a fresh model, train it; return it as a checkpoint.
+    """Encode the tables once, build a fresh model from `config`, train it as `params` say;
+    return it as a checkpoint.
 
     Under a launcher (train.processes > 1) every process calls this and joins the process
     group here. Rank r seeds its random streams (dropout) with seed + r, so rank 0 draws
@@ -224,16 +208,16 @@ def train_model(
     """
     make_deterministic((params.seed + distributed.rank()) % 2**32, params.threads)
     device = resolve_device(params.device)
-    add_cls = params.pooling == "cls"
-    subwords = subwords_of(params)
-    train = encode_table(train_table, vocab, params.max_seq_len, add_cls, subwords)
-    val = encode_table(val_table, vocab, params.max_seq_len, add_cls, subwords)
-    model = TextClassifier(len(vocab.tokens), len(vocab.labels), params)
+    add_cls = config.pooling == "cls"
+    subwords = subwords_of(config)
+    train = encode_table(train_table, vocab, config.max_seq_len, add_cls, subwords)
+    val = encode_table(val_table, vocab, config.max_seq_len, add_cls, subwords)
+    model = TextClassifier(len(vocab.tokens), len(vocab.labels), config)
     if model.ngrams is not None:
-        model.ngrams.idf.copy_(ngram_idf(train, params.subword_buckets))
+        model.ngrams.idf.copy_(ngram_idf(train, config.subword_buckets))
     table = model.positions.table
-    initial = table.detach().clone() if params.pos_encoding == "learned" else None
+    initial = table.detach().clone() if config.pos_encoding == "learned" else None
     with distributed.process_group(device, params.processes) as device:
         fit(model, train, val, params, device, on_epoch)
     longest = max(len(ids) for ids in train.ids)
-    return Checkpoint(model.cpu().eval(), vocab, params, clean, initial, longest)
+    return Checkpoint(model.cpu().eval(), vocab, config, clean, params.threads, initial, longest)
