@@ -47,6 +47,7 @@ from pipeline.data import LABEL, TEXT, Split, clean_table, read_raw, split_rows
 from pipeline.errors import PipelineError
 from pipeline.evaluation import accuracy, classification_metrics
 from pipeline.predict import predict_labels
+from pipeline.pretrained import source_dir
 from pipeline.training import train_model
 from pipeline.vocab import build_vocab
 
@@ -138,9 +139,12 @@ def run_model(params: Params, split: Split) -> dict:
     vocab = build_vocab(
         split.train[TEXT], split.train[LABEL], params.vocab.min_freq, params.vocab.max_size
     )
+    # The pretrained encoder's files straight from where model.pretrained points (the pipeline
+    # copies them into models/pretrained/ first).
+    files = source_dir(params.model.pretrained) if params.model.encoder == "pretrained" else None
     start = time.perf_counter()
     checkpoint = train_model(
-        split.train, split.val, vocab, params.model, params.train, params.clean, noop
+        split.train, split.val, vocab, params.model, params.train, params.clean, noop, files
     )
     seconds = time.perf_counter() - start
     alone = PATHS if checkpoint.model.ngrams is not None else ()

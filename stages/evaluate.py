@@ -69,12 +69,15 @@ def main(model_path: Path, val_path: Path, output: Path, test_path: Path | None)
             scores |= {f"accuracy_{p}_only": accuracy(test_true, on_test[p]) for p in alone}
             parts["test"] = scores
         metrics = write_scores(output, y_true, predicted["both"], checkpoint.vocab.labels, parts)
+        config = checkpoint.config
+        table = checkpoint.model.position_table()
         positional_encoding_plots(
-            checkpoint.config.pos_encoding,
-            checkpoint.model.positions.table,
+            config.pos_encoding,
+            None if table is None else table[: config.max_seq_len],  # the positions it can use
             checkpoint.initial_positions,
             checkpoint.trained_positions,
             output,
+            pretrained=config.pretrained if config.encoder == "pretrained" else None,
         )
     paths = "".join(f", {key} {value:.4f}" for key, value in parts.items() if key != "test")
     on_test = (

@@ -1,4 +1,5 @@
-"""Stage `train`: train.csv, val.csv, vocab.json -> models/model.pt and dvclive metrics."""
+"""Stage `train`: train.csv, val.csv, vocab.json (and models/pretrained/) -> models/model.pt and
+dvclive metrics."""
 
 import sys
 from contextlib import nullcontext
@@ -46,6 +47,13 @@ LOGGED = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
     required=True,
     help="dvclive directory for the per-epoch metrics.",
 )
+@click.option(
+    "--pretrained",
+    "pretrained_dir",
+    type=click.Path(path_type=Path),
+    help="The pretrained encoder's files (the pretrained stage's output); read only with "
+    "model.encoder 'pretrained'.",
+)
 @click.option("--quiet", is_flag=True, help="Print only the final summary line.")
 def main(
     params_path: Path,
@@ -54,6 +62,7 @@ def main(
     vocab_path: Path,
     model_path: Path,
     live_dir: Path,
+    pretrained_dir: Path | None,
     quiet: bool,
 ) -> None:
     """Train the network the `model` params describe as the `train` params say, logging
@@ -92,7 +101,7 @@ def main(
                     )
 
             checkpoint = train_model(
-                train, val, vocab, params.model, params.train, params.clean, log
+                train, val, vocab, params.model, params.train, params.clean, log, pretrained_dir
             )
         if not main_rank:
             return

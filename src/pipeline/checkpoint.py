@@ -18,13 +18,15 @@ from pipeline.encoding import MAX_TOKEN_CHARS
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_path
 from pipeline.model import TextClassifier
+from pipeline.pretrained import MissingExtra, WordPieces
 from pipeline.text import CLEANING_RULES
 from pipeline.vocab import Vocab
 
 # Raised whenever what a checkpoint holds, or how its inputs are made, changes. Format 2 added
 # the input constants below and uncapped the n-grams per token; format 3 holds the `model`
-# params section instead of the whole `train` section.
-FORMAT = 3
+# params section instead of the whole `train` section; format 4 the pretrained encoder's
+# config.json and tokenizer.json (None for the from-scratch encoder).
+FORMAT = 4
 
 
 @dataclass
@@ -37,6 +39,13 @@ class Checkpoint:
     initial_positions: torch.Tensor | None  # the learned encoding before training, for plots
     trained_positions: int  # length of the longest training row: later positions never trained
     max_token_chars: int = MAX_TOKEN_CHARS  # n-grams are taken from this many chars of a token
+    # The pretrained encoder's config.json and tokenizer.json as plain dicts, so that the
+    # checkpoint alone rebuilds it and its tokenizer; None for the from-scratch encoder.
+    pretrained: dict | None = None
+
+    def word_pieces(self) -> WordPieces | None:
+        """The pretrained encoder's tokenizer, or None (the vocabulary's words are the ids)."""
+        return None if self.pretrained is None else WordPieces(self.pretrained["tokenizer"])
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
@@ -56,6 +65,7 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
         "state_dict": {k: v.detach().cpu() for k, v in checkpoint.model.state_dict().items()},
         "initial_positions": checkpoint.initial_positions,
         "trained_positions": checkpoint.trained_positions,
+        "pretrained": checkpoint.pretrained,
     }
     # Through a buffer: torch.save names the zip's inner folder after the file, and the
     # temporary file's random name would make equal checkpoints differ in their bytes.
@@ -78,8 +88,13 @@ def load_checkpoint(path: Path) -> Checkpoint:
         inputs = payload["inputs"]
         config = ModelParams(**payload["model"])
         vocab = Vocab(tokens=list(payload["tokens"]), labels=list(payload["labels"]))
+        encoder = payload["pretrained"]
         model = TextClassifier(
-            len(vocab.tokens), len(vocab.labels), config, ngram_scale=float(inputs["ngram_scale"])
+            len(vocab.tokens),
+            len(vocab.labels),
+            config,
+            ngram_scale=float(inputs["ngram_scale"]),
+            encoder_config=None if encoder is None else encoder["config"],
         )
         model.load_state_dict(payload["state_dict"])
         checkpoint = Checkpoint(
@@ -91,9 +106,12 @@ def load_checkpoint(path: Path) -> Checkpoint:
             payload["initial_positions"],
             int(payload["trained_positions"]),
             int(inputs["max_token_chars"]),
+            encoder,
         )
     except OlderCheckpoint as err:
         raise PipelineError(str(err)) from None
+    except MissingExtra:
+        raise  # a pretrained encoder's checkpoint without the extra: say what to install
     # Whatever a damaged or foreign file makes torch.load or the model raise.
     except (
         pickle.UnpicklingError,

@@ -18,6 +18,7 @@ import yaml
 
 from pipeline.errors import PipelineError
 
+Encoder = Literal["scratch", "pretrained"]
 PosEncoding = Literal["learned", "sinusoidal", "none"]
 Pooling = Literal["mean", "cls"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -70,8 +71,15 @@ class VocabParams:
 
 @dataclass(frozen=True)
 class ModelParams:
-    """The network: everything needed to rebuild it, stored in the checkpoint."""
+    """The network: everything needed to rebuild it, stored in the checkpoint.
 
+    encoder 'scratch' is the from-scratch Transformer that d_model ... norm_first and the
+    sub-word embeddings describe; 'pretrained' fine-tunes the BERT-family encoder that
+    `pretrained` names (its sizes come from its own config.json, kept in the checkpoint).
+    """
+
+    encoder: Encoder
+    pretrained: str  # installed package (import name) or directory with the encoder's files
     pos_encoding: PosEncoding
     d_model: int
     num_heads: int
@@ -121,6 +129,7 @@ class TrainParams:
     batch_size: int
     epochs: int
     lr: float
+    encoder_lr: float  # peak rate of a pretrained encoder's weights (model.encoder pretrained)
     weight_decay: float
     warmup_share: float  # share of all training steps spent warming up the learning rate
     label_smoothing: float
@@ -133,6 +142,7 @@ class TrainParams:
         for key in ("batch_size", "epochs", "threads", "processes"):
             _require(getattr(self, key) >= 1, f"train.{key}", "must be at least 1")
         _require(self.lr > 0, "train.lr", "must be greater than 0")
+        _require(self.encoder_lr > 0, "train.encoder_lr", "must be greater than 0")
         _require(self.weight_decay >= 0, "train.weight_decay", "must not be negative")
         _require(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)")
         _require(0.0 <= self.warmup_share < 1.0, "train.warmup_share", "must be in [0, 1)")

@@ -2,7 +2,7 @@
 and padded batches of them."""
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pandas as pd
@@ -35,7 +35,8 @@ class Subwords:
 
 
 def subwords_of(params: ModelParams, max_token_chars: int = MAX_TOKEN_CHARS) -> Subwords | None:
-    if params.subword_buckets == 0:
+    """The n-gram spec, where the model uses n-grams (a pretrained encoder: its n-gram path)."""
+    if params.subword_buckets == 0 or (params.encoder == "pretrained" and not params.ngram_path):
         return None
     return Subwords(
         params.subword_buckets, params.subword_min_n, params.subword_max_n, max_token_chars
@@ -96,26 +97,42 @@ def encode_table(
     max_len: int,
     add_cls: bool,
     subwords: Subwords | None = None,
+    word_pieces: Callable[[str, int], list[int]] | None = None,
 ) -> Encoded:
+    """Token ids of every row (at most max_len), its sub-words and n-gram bag, and label ids.
+
+    With `word_pieces` (a pretrained encoder's tokenizer: text, max_len -> ids) the ids are its
+    word pieces and `vocab` gives only the labels; the n-gram bag is still taken from the
+    row's words (its first max_len), and there are no per-token sub-words.
+    """
     unknown = sorted(set(table[LABEL]) - set(vocab.labels))
     if unknown:
         raise PipelineError(
             f"Labels {unknown[:5]} do not occur in the training rows the model knows "
             f"({', '.join(vocab.labels)}); rerun the whole pipeline with `dvc repro`."
         )
-    ids = [torch.tensor(vocab.encode(t, max_len, add_cls), dtype=torch.long) for t in table[TEXT]]
+    if word_pieces is None:
+        encoded = (vocab.encode(text, max_len, add_cls) for text in table[TEXT])
+    else:
+        encoded = (word_pieces(text, max_len) for text in table[TEXT])
+    ids = [torch.tensor(row, dtype=torch.long) for row in encoded]
     labels = torch.tensor(vocab.label_ids(table[LABEL]), dtype=torch.long)
     if subwords is None:
         return Encoded(ids=ids, subwords=None, subword_counts=None, labels=labels)
+    if word_pieces is None:
+        lengths = [(len(row), add_cls) for row in ids]
+    else:
+        lengths = [(max(1, min(len(tokenize(text)), max_len)), False) for text in table[TEXT]]
     rows = [
-        _row_subwords(text, len(row), add_cls, subwords)
-        for text, row in zip(table[TEXT], ids, strict=True)
+        _row_subwords(text, length, cls, subwords)
+        for text, (length, cls) in zip(table[TEXT], lengths, strict=True)
     ]
     bags = [_bag(flat) for flat, _ in rows]
+    per_token = word_pieces is None  # the scratch encoder's sub-word embeddings
     return Encoded(
         ids=ids,
-        subwords=[flat for flat, _ in rows],
-        subword_counts=[counts for _, counts in rows],
+        subwords=[flat for flat, _ in rows] if per_token else None,
+        subword_counts=[counts for _, counts in rows] if per_token else None,
         labels=labels,
         ngram_ids=[bag_ids for bag_ids, _ in bags],
         ngram_counts=[counts for _, counts in bags],

@@ -1,12 +1,16 @@
 """The classifier: token embedding + positional encoding + Transformer encoder + pooling + head,
-plus an optional linear path on the row's TF-IDF-weighted character n-grams (wide & deep)."""
+plus an optional linear path on the row's TF-IDF-weighted character n-grams (wide & deep).
+The encoder is trained from scratch, or is a pretrained BERT-family encoder (pipeline.pretrained)
+with its own word-piece ids and position embeddings, fine-tuned."""
 
 import math
 
 import torch
 from torch import nn
 
+from pipeline import pretrained
 from pipeline.config import ModelParams, Part
+from pipeline.errors import PipelineError
 from pipeline.vocab import PAD_ID
 
 
@@ -78,10 +82,43 @@ class TextClassifier(nn.Module):
         num_classes: int,
         params: ModelParams,
         ngram_scale: float = NGRAM_SCALE,
+        encoder_config: dict | None = None,
     ) -> None:
+        """`encoder_config` is the pretrained encoder's config.json (model.encoder 'pretrained'):
+        it builds an untrained copy, whose weights come from the files or a checkpoint."""
         super().__init__()
         self.ngram_scale = ngram_scale
         self.pooling = params.pooling
+        self.pos_encoding = params.pos_encoding
+        self.bert = self.embedding = self.subwords = self.positions = self.encoder = None
+        if params.encoder == "pretrained":
+            if encoder_config is None:
+                raise ValueError("model.encoder 'pretrained' needs the encoder's config.json")
+            longest = encoder_config.get("max_position_embeddings", 512)
+            if params.max_seq_len > longest:
+                raise PipelineError(
+                    f"'model.max_seq_len' ({params.max_seq_len}) is longer than the pretrained "
+                    f"encoder's {longest} position embeddings; use at most {longest}."
+                )
+            self.bert = pretrained.bert(encoder_config)
+            width = self.bert.config.hidden_size
+        else:
+            width = params.d_model
+            self._scratch_encoder(vocab_size, params)
+        self.head = nn.Sequential(
+            nn.Linear(width, width),
+            nn.GELU(),
+            nn.Dropout(params.dropout),
+            nn.Linear(width, num_classes),
+        )
+        self.ngrams = (
+            NgramPath(params.subword_buckets, num_classes, ngram_scale)
+            if params.ngram_path
+            else None
+        )
+        self.transformer_dropout = params.transformer_dropout
+
+    def _scratch_encoder(self, vocab_size: int, params: ModelParams) -> None:
         self.embedding = nn.Embedding(vocab_size, params.d_model, padding_idx=PAD_ID)
         # Character n-grams carry over to words the training rows never had (or had once).
         self.subwords = (
@@ -106,18 +143,35 @@ class TextClassifier(nn.Module):
             norm=nn.LayerNorm(params.d_model) if params.norm_first else None,
             enable_nested_tensor=False,
         )
-        self.head = nn.Sequential(
-            nn.Linear(params.d_model, params.d_model),
-            nn.GELU(),
-            nn.Dropout(params.dropout),
-            nn.Linear(params.d_model, num_classes),
-        )
-        self.ngrams = (
-            NgramPath(params.subword_buckets, num_classes, ngram_scale)
-            if params.ngram_path
-            else None
-        )
-        self.transformer_dropout = params.transformer_dropout
+
+    def load_pretrained(self, weights: dict[str, torch.Tensor], used: int) -> None:
+        """Put the pretrained encoder's weights in, then its position embeddings as
+        model.pos_encoding says: 'learned' keeps the pretrained table (fine-tuned with the
+        rest); 'sinusoidal' puts the fixed table in its place, scaled to the pretrained rows'
+        mean norm over the first `used` positions (at unit scale it would drown the word
+        embeddings); 'none' zeroes it. Both of those stay fixed."""
+        pretrained.load_weights(self.bert, weights)
+        if self.pos_encoding == "learned":
+            return
+        table = pretrained.position_table(self.bert)
+        with torch.no_grad():
+            if self.pos_encoding == "sinusoidal":
+                fixed = sinusoidal_table(*table.shape)
+                scale = table[:used].norm(dim=1).mean() / fixed[:used].norm(dim=1).mean()
+                table.copy_(fixed * scale)
+            else:
+                table.zero_()
+        table.requires_grad_(False)
+
+    def position_table(self) -> torch.Tensor | None:
+        """The (positions, width) table added to the token embeddings; None if there is none."""
+        if self.bert is None:
+            return self.positions.table
+        return None if self.pos_encoding == "none" else pretrained.position_table(self.bert)
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """The pretrained encoder's weights (trained at train.encoder_lr); none from scratch."""
+        return [] if self.bert is None else list(self.bert.parameters())
 
     def forward(
         self,
@@ -156,16 +210,26 @@ class TextClassifier(nn.Module):
     ) -> torch.Tensor:
         """Logits (batch, classes) for token ids (batch, seq); padding_mask is True on padding;
         subwords (batch, seq, n-grams) are hashed n-gram ids, 0 = none."""
-        x = self.embedding(tokens)
-        if self.subwords is not None and subwords is not None:
-            # A token is the mean of its word vector and its n-gram vectors.
-            count = (subwords > 0).sum(dim=-1, keepdim=True).to(x.dtype)
-            x = (x + self.subwords(subwords).sum(dim=2)) / (1.0 + count)
-        x = self.dropout(self.positions(x))
-        x = self.encoder(x, src_key_padding_mask=padding_mask)
+        if self.bert is not None:
+            # The pretrained encoder: word-piece ids, its own embeddings and positions.
+            mask = (~padding_mask).long()
+            x = self.bert(input_ids=tokens, attention_mask=mask).last_hidden_state
+        else:
+            x = self._scratch_states(tokens, padding_mask, subwords)
         if self.pooling == "cls":
             pooled = x[:, 0]
         else:  # mean over real tokens only: padding must not dilute short texts
             keep = (~padding_mask).unsqueeze(-1).to(x.dtype)
             pooled = (x * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)
         return self.head(pooled)
+
+    def _scratch_states(
+        self, tokens: torch.Tensor, padding_mask: torch.Tensor, subwords: torch.Tensor | None
+    ) -> torch.Tensor:
+        x = self.embedding(tokens)
+        if self.subwords is not None and subwords is not None:
+            # A token is the mean of its word vector and its n-gram vectors.
+            count = (subwords > 0).sum(dim=-1, keepdim=True).to(x.dtype)
+            x = (x + self.subwords(subwords).sum(dim=2)) / (1.0 + count)
+        x = self.dropout(self.positions(x))
+        return self.encoder(x, src_key_padding_mask=padding_mask)

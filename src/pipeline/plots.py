@@ -62,11 +62,19 @@ def _note(text: str, path: Path) -> None:
 
 
 def positional_encoding_plots(
-    kind: str, final: torch.Tensor | None, initial: torch.Tensor | None, used: int, out_dir: Path
+    kind: str,
+    final: torch.Tensor | None,
+    initial: torch.Tensor | None,
+    used: int,
+    out_dir: Path,
+    pretrained: str | None = None,
 ) -> list[Path]:
     """Write the encoding's heatmap, its change during training and its cosine similarity.
 
     `used` is the longest encoded training row: rows of the table past it were never trained.
+    For a pretrained encoder (`pretrained` names it) with its learned table, the heatmap shows
+    the table before fine-tuning, what the base model learned; the change, what fine-tuning
+    made of it; the cosine similarity, the table after fine-tuning.
     """
     out_dir = Path(out_dir)
     paths = [out_dir / f"{name}.png" for name in ("pe_final", "pe_change", "pe_cosine")]
@@ -74,20 +82,21 @@ def positional_encoding_plots(
         for path in paths:
             _note("pos_encoding: none - this model has no positional encoding to draw.", path)
         return paths
-    _heatmap(
-        final,
-        f"Positional encoding ({kind}) after training",
-        "dimension",
-        "position",
-        used,
-        paths[0],
-    )
+    if pretrained is not None and initial is not None:
+        shown, title = initial, f"Position embeddings of {pretrained} before fine-tuning"
+        tuned = "fine-tuning"
+    else:
+        shown, title = final, f"Positional encoding ({kind}) after training"
+        tuned = "training"
+    if pretrained is not None and initial is None:
+        title = f"Positional encoding ({kind}, fixed) in place of {pretrained}'s"
+    _heatmap(shown, title, "dimension", "position", used, paths[0])
     if initial is None:
         _note(f"pos_encoding: {kind} - the encoding is fixed, so it did not change.", paths[1])
     else:
         _heatmap(
             final - initial,
-            f"Change of the {kind} positional encoding during training",
+            f"Change of the {kind} positional encoding during {tuned}",
             "dimension",
             "position",
             used,
@@ -95,7 +104,8 @@ def positional_encoding_plots(
         )
     _heatmap(
         cosine_similarity(final),
-        f"Cosine similarity between positions ({kind})",
+        f"Cosine similarity between positions ({kind}"
+        + (", after fine-tuning)" if pretrained is not None else ")"),
         "position",
         "position",
         used,

@@ -38,7 +38,9 @@ def _encode(checkpoint: Checkpoint, cleaned: list[str]) -> Encoded:
     table = pd.DataFrame({TEXT: cleaned, LABEL: checkpoint.vocab.labels[0]})
     add_cls = config.pooling == "cls"
     subwords = subwords_of(config, checkpoint.max_token_chars)
-    return encode_table(table, checkpoint.vocab, config.max_seq_len, add_cls, subwords)
+    return encode_table(
+        table, checkpoint.vocab, config.max_seq_len, add_cls, subwords, checkpoint.word_pieces()
+    )
 
 
 def predict_proba(checkpoint: Checkpoint, cleaned: list[str]) -> torch.Tensor:

@@ -6,13 +6,14 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from pipeline import distributed
+from pipeline import distributed, pretrained
 from pipeline.checkpoint import Checkpoint
 from pipeline.config import CleanParams, ModelParams, TrainParams
 from pipeline.encoding import (
@@ -27,6 +28,7 @@ from pipeline.encoding import (
 from pipeline.errors import PipelineError
 from pipeline.model import TextClassifier
 from pipeline.predict import predict_logits
+from pipeline.pretrained import WordPieces
 from pipeline.vocab import Vocab
 
 
@@ -152,9 +154,14 @@ def fit(
     model.to(device)
     rank, world = distributed.rank(), distributed.world_size()
     net = distributed.data_parallel(model, device)  # `model` itself with one process
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=params.lr, weight_decay=params.weight_decay
-    )
+    encoder = model.encoder_parameters()
+    if encoder:  # a pretrained encoder learns at its own, far smaller rate than the new weights
+        mine = {id(p) for p in encoder}
+        rest = [p for p in model.parameters() if id(p) not in mine]
+        groups = [{"params": rest}, {"params": encoder, "lr": params.encoder_lr}]
+    else:
+        groups = model.parameters()
+    optimizer = torch.optim.AdamW(groups, lr=params.lr, weight_decay=params.weight_decay)
     steps_per_epoch = math.ceil(math.ceil(len(train) / params.batch_size) / world)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
@@ -198,9 +205,11 @@ def train_model(
     params: TrainParams,
     clean: CleanParams,
     on_epoch: Callable[[int, dict[str, float]], None],
+    pretrained_dir: Path | None = None,
 ) -> Checkpoint:
     """Encode the tables once, build a fresh model from `config`, train it as `params` say;
-    return it as a checkpoint.
+    return it as a checkpoint. With model.encoder 'pretrained', the encoder, its weights and
+    its tokenizer are read from `pretrained_dir` (the files the pretrained stage exports).
 
     Under a launcher (train.processes > 1) every process calls this and joins the process
     group here. Rank r seeds its random streams (dropout) with seed + r, so rank 0 draws
@@ -208,16 +217,41 @@ def train_model(
     """
     make_deterministic((params.seed + distributed.rank()) % 2**32, params.threads)
     device = resolve_device(params.device)
+    encoder = weights = word_pieces = None
+    if config.encoder == "pretrained":
+        if pretrained_dir is None:
+            raise PipelineError("model.encoder 'pretrained' needs the exported encoder's files.")
+        encoder_config, tokenizer, weights = pretrained.read_files(pretrained_dir)
+        encoder = {"config": encoder_config, "tokenizer": tokenizer}
+        word_pieces = WordPieces(tokenizer)
     add_cls = config.pooling == "cls"
     subwords = subwords_of(config)
-    train = encode_table(train_table, vocab, config.max_seq_len, add_cls, subwords)
-    val = encode_table(val_table, vocab, config.max_seq_len, add_cls, subwords)
-    model = TextClassifier(len(vocab.tokens), len(vocab.labels), config)
+    args = (vocab, config.max_seq_len, add_cls, subwords, word_pieces)
+    train, val = encode_table(train_table, *args), encode_table(val_table, *args)
+    model = TextClassifier(
+        len(vocab.tokens),
+        len(vocab.labels),
+        config,
+        encoder_config=None if encoder is None else encoder["config"],
+    )
+    if weights is not None:
+        model.load_pretrained(weights, config.max_seq_len)
     if model.ngrams is not None:
         model.ngrams.idf.copy_(ngram_idf(train, config.subword_buckets))
-    table = model.positions.table
-    initial = table.detach().clone() if config.pos_encoding == "learned" else None
+    table = model.position_table()
+    initial = (
+        table[: config.max_seq_len].detach().clone() if config.pos_encoding == "learned" else None
+    )
     with distributed.process_group(device, params.processes) as device:
         fit(model, train, val, params, device, on_epoch)
     longest = max(len(ids) for ids in train.ids)
-    return Checkpoint(model.cpu().eval(), vocab, config, clean, params.threads, initial, longest)
+    return Checkpoint(
+        model.cpu().eval(),
+        vocab,
+        config,
+        clean,
+        params.threads,
+        initial,
+        longest,
+        pretrained=encoder,
+    )
