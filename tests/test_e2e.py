@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,17 @@ def sh(project: Path, *args: str, env: dict[str, str] | None = None) -> str:
     )
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr
+
+
+def wait_for_queue(project: Path, env: dict[str, str] | None = None, limit: float = 300) -> str:
+    """`dvc queue status` once nothing is queued or running any more."""
+    deadline = time.monotonic() + limit
+    while True:
+        status = sh(project, "dvc", "queue", "status", env=env)
+        if not any(word in status for word in ("Queued", "Running")):
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(2)
 
 
 def make_project(
@@ -124,7 +136,18 @@ def test_exp_run_reruns_only_train_and_evaluate(repro_project):
     experiments = [e for rev in shown for e in (rev.get("experiments") or [])]
     assert experiments, shown
     learned_picture = read(repro_project, "reports/eval/pe_final.png")
-    sh(repro_project, "dvc", "exp", "run", "-S", "model.pos_encoding=sinusoidal")
+    # A one-epoch run too: the warm-up, a share of the steps, never outlasts it.
+    out = sh(
+        repro_project,
+        "dvc",
+        "exp",
+        "run",
+        "-S",
+        "model.pos_encoding=sinusoidal",
+        "-S",
+        "train.epochs=1",
+    )
+    assert "epoch   1/1" in out
     # The model that ran has the fixed table (not a trained copy of it) and its picture changed.
     model = load_checkpoint(repro_project / "models" / "model.pt").model
     assert model.positions.kind == "sinusoidal"
@@ -173,12 +196,12 @@ def test_queued_sweep_and_plots_diff(repro_project, tmp_path):
         "run",
         "--queue",
         "-S",
-        "train.lr=1e-4,3e-4,1e-3",
+        "train.lr=3e-4,1e-3",
         "-S",
         "model.pos_encoding=learned,sinusoidal",
     )
     sh(repro_project, "dvc", "queue", "start")
-    sh(repro_project, "dvc", "queue", "status")  # workers leave once the queue is empty
+    wait_for_queue(repro_project)
     shown = json.loads(sh(repro_project, "dvc", "exp", "show", "--json"))
     runs = {}
     for rev in shown:
@@ -187,11 +210,11 @@ def test_queued_sweep_and_plots_diff(repro_project, tmp_path):
                 data = run["data"]
                 params = data["params"]["params.yaml"]["data"]
                 lr, encoding = params["train"]["lr"], params["model"]["pos_encoding"]
-                if lr in (1e-4, 3e-4, 1e-3):
+                if lr in (3e-4, 1e-3) and params["train"]["epochs"] == TINY["train"]["epochs"]:
                     loss = data["metrics"]["reports/train/metrics.json"]["data"]["val_loss"]
                     runs[run["name"]] = (lr, encoding, loss)
-    assert len({r[:2] for r in runs.values()}) == 6, runs
-    assert len({r[2] for r in runs.values()}) == 6, runs
+    assert len({r[:2] for r in runs.values()}) == 4, runs
+    assert len({r[2] for r in runs.values()}) == 4, runs
     first, second = sorted(runs)[:2]
     sh(repro_project, "dvc", "plots", "diff", first, second, "-o", str(tmp_path / "diff"))
     html = (tmp_path / "diff" / "index.html").read_text()

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_e2e import make_project, sh, user_env
-from tests.test_worktree_code import wait_for_queue
+from tests.test_e2e import make_project, sh, user_env, wait_for_queue
 
 pytestmark = pytest.mark.e2e
 

@@ -7,12 +7,11 @@ change what DVC considers the stage's code, nor which code a stage runs.
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.test_e2e import make_project, sh, user_env
+from tests.test_e2e import make_project, sh, user_env, wait_for_queue
 
 pytestmark = pytest.mark.e2e
 
@@ -37,17 +36,6 @@ def mark_library(src: Path, mark: int) -> None:
 
 def code_mark(project: Path) -> int | None:
     return json.loads((project / "reports/eval/metrics.json").read_text()).get("code_mark")
-
-
-def wait_for_queue(project: Path, env: dict[str, str], limit: float = 300) -> str:
-    """`dvc queue status` once nothing is queued or running any more."""
-    deadline = time.monotonic() + limit
-    while True:
-        status = sh(project, "dvc", "queue", "status", env=env)
-        if not any(word in status for word in ("Queued", "Running")):
-            return status
-        assert time.monotonic() < deadline, status
-        time.sleep(2)
 
 
 def test_bytecode_written_by_stages_and_commands_leaves_the_pipeline_up_to_date(tmp_path):
