@@ -6,11 +6,16 @@ from pathlib import Path
 
 import click
 import pandas as pd
-import torch
 
 # The library of this work tree, the code DVC hashed for this stage, whatever pip installed
 # (a queued experiment runs in a copy of the repository).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from pipeline import portable
+
+portable.apply()  # before torch loads: the same kernels, so the same bytes, on any x86-64 CPU
+
+import torch
 
 from pipeline.checkpoint import load_checkpoint
 from pipeline.cli import user_errors, val_option

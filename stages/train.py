@@ -12,6 +12,10 @@ from dvclive import Live
 # (a queued experiment runs in a copy of the repository).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from pipeline import portable
+
+portable.apply()  # before torch loads: the same kernels, so the same bytes, on any x86-64 CPU
+
 from pipeline import distributed
 from pipeline.checkpoint import save_checkpoint
 from pipeline.cli import params_option, train_option, user_errors, val_option

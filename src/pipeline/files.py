@@ -1,14 +1,20 @@
 """Writing outputs so that a failed or interrupted stage never leaves a file that looks finished."""
 
+import glob
 import json
 import os
+import re
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
+
+# The part of mkstemp's name after ".<name>": a dot, its random letters, ".tmp".
+_TMP_NAME = re.compile(r"\.[A-Za-z0-9_]{6,}\.tmp")
 
 
 @contextmanager
@@ -17,10 +23,15 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
     An OSError (a parent that is a file, no permission, a full disk) becomes a PipelineError
     naming `path`.
+
+    A process killed with SIGKILL (the OOM killer, a power cut) cannot remove its temporary
+    file; the next write of `path` removes such leftovers first. Only one process writes a given
+    output at a time (DVC's lock, rank 0 alone in distributed training), so none is in use.
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
         raise _cannot_write(path, err) from None
@@ -28,12 +39,28 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.chmod(tmp, 0o644)  # mkstemp makes it private; outputs are ordinary files
     try:
         yield Path(tmp)
+        _hold_for_tests()
         os.replace(tmp, path)
     except OSError as err:
         raise _cannot_write(path, err) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Remove temporary files an earlier, killed write of `path` left beside it."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        if _TMP_NAME.fullmatch(stale.name[len(path.name) + 1 :]) and stale.is_file():
+            stale.unlink(missing_ok=True)
+
+
+def _hold_for_tests() -> None:
+    """Tests only (PIPELINE_TEST_HOLD_TMP=seconds): wait with the written temporary file not yet
+    renamed, so that a test can kill the stage at that moment (tests/test_crashes.py)."""
+    seconds = os.environ.get("PIPELINE_TEST_HOLD_TMP")
+    if seconds:
+        time.sleep(float(seconds))
 
 
 def _cannot_write(path: Path, err: OSError) -> PipelineError:

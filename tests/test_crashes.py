@@ -1,0 +1,142 @@
+"""A stage killed with SIGKILL (no handler runs: the OOM killer, a power cut) leaves nothing that
+the next `dvc repro` trips on: it reruns what is missing, its results equal an uninterrupted
+run's, and no temporary file stays anywhere in the repository (issue 15)."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.files import atomic_write_text
+from tests.test_e2e import make_project, sh, user_env
+
+LABELS = ["Physics", "Chemistry", "Maths", "Biology"]
+OUTPUTS = (
+    "data/interim/clean.csv",
+    "models/model.pt",
+    "reports/train/metrics.json",
+    "reports/eval/metrics.json",
+    "reports/eval/confusion.csv",
+)
+
+
+def stage_pids(project: Path, stage: str) -> list[int]:
+    """Processes running `python stages/<stage>.py` in `project` (the stage DVC started)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if f"stages/{stage}.py".encode() in argv and Path(cwd) == project:
+            pids.append(int(entry.name))
+    return pids
+
+
+def temp_files(project: Path) -> list[str]:
+    """Temporary files anywhere in the project (DVC's own .dvc/tmp aside) and what git sees."""
+    found = [
+        str(path.relative_to(project))
+        for path in project.rglob("*")
+        if (path.name.endswith(".tmp") or ".tmp." in path.name)
+        and ".dvc/tmp" not in path.as_posix()
+        and ".git/" not in path.as_posix()
+    ]
+    status = sh(project, "git", "status", "--porcelain", "--ignored")
+    return found + [line for line in status.splitlines() if ".tmp" in line]
+
+
+def kill_stage(project: Path, stage: str, when, env: dict[str, str]) -> str:
+    """Start `dvc repro -f -s <stage>`, SIGKILL the stage's process once `when(line)` is true
+    for a line of its output (or, with when=None, once an atomic_path temporary file exists),
+    and return DVC's output. The repro must fail."""
+    proc = subprocess.Popen(
+        ["dvc", "repro", "-f", "-s", stage],
+        cwd=project,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = []
+    deadline = time.monotonic() + 60
+    try:
+        if when is not None:
+            for line in proc.stdout:
+                output.append(line)
+                if when(line):
+                    break
+        else:
+            while not [p for p in project.rglob(".*.tmp") if ".dvc" not in p.parts]:
+                assert time.monotonic() < deadline and proc.poll() is None, "no temporary file"
+                time.sleep(0.02)
+        pids = stage_pids(project, stage)
+        assert pids, "".join(output)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output.append(rest)
+    assert proc.returncode != 0, "".join(output)
+    return "".join(output)
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory) -> tuple[Path, dict[str, bytes]]:
+    """A project after an uninterrupted `dvc repro` (40 epochs, so that a kill after the first
+    epoch's line lands mid-training), and its outputs' bytes."""
+    project = make_project(tmp_path_factory.mktemp("crash") / "project", LABELS)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["epochs"] = 40
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(project, "git", "commit", "-qam", "40 epochs")
+    sh(project, "dvc", "repro")
+    return project, {name: (project / name).read_bytes() for name in OUTPUTS}
+
+
+def check_rerun(project: Path, expected: dict[str, bytes]) -> None:
+    sh(project, "dvc", "repro")
+    assert json.loads(sh(project, "dvc", "status", "--json")) == {}
+    for name, data in expected.items():
+        assert (project / name).read_bytes() == data, name
+    assert temp_files(project) == []
+
+
+def test_a_write_removes_temporary_files_a_killed_write_left(tmp_path):
+    stale = [tmp_path / ".out.csv.k3x_9q2w.tmp", tmp_path / ".out.csv.abcdefgh.tmp"]
+    kept = [tmp_path / ".out.csv.tmp", tmp_path / ".other.csv.abcdefgh.tmp", tmp_path / "x.tmp"]
+    for path in stale + kept:
+        path.write_text("partial")
+    atomic_write_text(tmp_path / "out.csv", "done")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["out.csv"] + [p.name for p in kept]
+    )
+
+
+@pytest.mark.e2e
+def test_train_killed_mid_epoch(done):
+    project, expected = done
+    output = kill_stage(project, "train", lambda line: line.startswith("epoch   1/"), user_env())
+    assert "epoch  40/" not in output
+    check_rerun(project, expected)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("stage", ["train", "evaluate", "clean"])
+def test_killed_while_writing_an_output(done, stage):
+    """Killed between writing an output's temporary file and renaming it (held there by the
+    PIPELINE_TEST_HOLD_TMP hook of pipeline.files.atomic_path)."""
+    project, expected = done
+    kill_stage(project, stage, None, user_env(PIPELINE_TEST_HOLD_TMP="30"))
+    check_rerun(project, expected)
