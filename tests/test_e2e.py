@@ -177,9 +177,7 @@ def test_repro_force_is_byte_identical(repro_project):
     assert sh(repro_project, "git", "status", "--porcelain") == ""
 
 
-@pytest.mark.parametrize(
-    "labels", [["red", "green", "blue"], ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]]
-)
+@pytest.mark.parametrize("labels", [["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]])
 def test_other_csv_columns_and_classes(tmp_path, labels):
     project = make_project(tmp_path / "project", labels, text_column="body", label_column="topic")
     sh(project, "dvc", "repro")
@@ -198,7 +196,7 @@ def test_queued_sweep_and_plots_diff(repro_project, tmp_path):
         "-S",
         "train.lr=3e-4,1e-3",
         "-S",
-        "model.pos_encoding=learned,sinusoidal",
+        "model.pos_encoding=sinusoidal",
     )
     sh(repro_project, "dvc", "queue", "start")
     wait_for_queue(repro_project)
@@ -213,8 +211,9 @@ def test_queued_sweep_and_plots_diff(repro_project, tmp_path):
                 if lr in (3e-4, 1e-3) and params["train"]["epochs"] == TINY["train"]["epochs"]:
                     loss = data["metrics"]["reports/train/metrics.json"]["data"]["val_loss"]
                     runs[run["name"]] = (lr, encoding, loss)
-    assert len({r[:2] for r in runs.values()}) == 4, runs
-    assert len({r[2] for r in runs.values()}) == 4, runs
+    # The two queued runs (and the learned-encoding run of lr 1e-3 from the test above).
+    assert {r[:2] for r in runs.values()} >= {(3e-4, "sinusoidal"), (1e-3, "sinusoidal")}, runs
+    assert len({r[2] for r in runs.values()}) == len(runs), runs
     first, second = sorted(runs)[:2]
     sh(repro_project, "dvc", "plots", "diff", first, second, "-o", str(tmp_path / "diff"))
     html = (tmp_path / "diff" / "index.html").read_text()
