@@ -10,10 +10,10 @@ import click
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pipeline.baseline import fit_baseline, predict_baseline
-from pipeline.cli import params_option, train_option, user_errors, val_option
+from pipeline.cli import params_option, test_option, train_option, user_errors, val_option
 from pipeline.config import load_params
 from pipeline.data import LABEL, read_table
-from pipeline.evaluation import summary_metrics, write_scores
+from pipeline.evaluation import summary_metrics, summary_of_test, write_scores
 
 
 @click.command()
@@ -26,13 +26,7 @@ from pipeline.evaluation import summary_metrics, write_scores
     required=True,
     help="Directory to write metrics.json, confusion.csv and per_class.csv to.",
 )
-@click.option(
-    "--test",
-    "test_path",
-    type=click.Path(path_type=Path),
-    help="Test rows written by the split stage; when it has rows, metrics.json gets their "
-    "scores under `test`.",
-)
+@test_option
 def main(
     params_path: Path, train_path: Path, val_path: Path, output: Path, test_path: Path | None
 ) -> None:
@@ -51,12 +45,7 @@ def main(
             test_pred = predict_baseline(model, test)
             extra["test"] = summary_metrics(list(test[LABEL]), test_pred, labels)
         metrics = write_scores(output, y_true, y_pred, labels, extra)
-    on_test = (
-        f"; accuracy {metrics['test']['accuracy']:.4f}, macro_f1 "
-        f"{metrics['test']['macro_f1']:.4f} on {metrics['test']['rows']} test rows"
-        if "test" in metrics
-        else ""
-    )
+    on_test = summary_of_test(metrics)
     click.echo(
         f"baseline: accuracy {metrics['accuracy']:.4f}, macro_f1 "
         f"{metrics['macro_f1']:.4f}{on_test} ({params.baseline.analyzer} TF-IDF + LinearSVC)"

@@ -18,11 +18,11 @@ portable.apply()  # before torch loads: the same kernels, so the same bytes, on 
 import torch
 
 from pipeline.checkpoint import load_checkpoint
-from pipeline.cli import user_errors, val_option
+from pipeline.cli import test_option, user_errors, val_option
 from pipeline.config import PATHS
 from pipeline.data import LABEL, TEXT, read_table
 from pipeline.errors import PipelineError
-from pipeline.evaluation import accuracy, summary_metrics, write_scores
+from pipeline.evaluation import accuracy, summary_metrics, summary_of_test, write_scores
 from pipeline.plots import positional_encoding_plots
 from pipeline.predict import predict_labels
 
@@ -42,13 +42,7 @@ from pipeline.predict import predict_labels
     required=True,
     help="Directory to write metrics.json, confusion.csv, per_class.csv and PNGs to.",
 )
-@click.option(
-    "--test",
-    "test_path",
-    type=click.Path(path_type=Path),
-    help="Test rows written by the split stage; when it has rows, metrics.json gets their "
-    "scores under `test`.",
-)
+@test_option
 def main(model_path: Path, val_path: Path, output: Path, test_path: Path | None) -> None:
     """Score the model on the validation rows (and the test rows, if any) and draw its
     positional encoding."""
@@ -85,12 +79,7 @@ def main(model_path: Path, val_path: Path, output: Path, test_path: Path | None)
             pretrained=config.pretrained if config.encoder == "pretrained" else None,
         )
     paths = "".join(f", {key} {value:.4f}" for key, value in parts.items() if key != "test")
-    on_test = (
-        f"; accuracy {metrics['test']['accuracy']:.4f}, macro_f1 "
-        f"{metrics['test']['macro_f1']:.4f} on {metrics['test']['rows']} test rows"
-        if "test" in metrics
-        else ""
-    )
+    on_test = summary_of_test(metrics)
     click.echo(
         f"evaluate: accuracy {metrics['accuracy']:.4f}, macro_f1 "
         f"{metrics['macro_f1']:.4f}{paths} on {metrics['rows']} validation rows{on_test} "

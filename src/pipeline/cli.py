@@ -27,6 +27,13 @@ train_option = click.option(
     required=True,
     help="Training rows written by the split stage.",
 )
+test_option = click.option(
+    "--test",
+    "test_path",
+    type=click.Path(path_type=Path),
+    help="Test rows written by the split stage; when it has rows, metrics.json gets their "
+    "scores under `test`.",
+)
 val_option = click.option(
     "--val",
     "val_path",

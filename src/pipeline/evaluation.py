@@ -45,6 +45,17 @@ def summary_metrics(y_true: list[str], y_pred: list[str], labels: list[str]) -> 
     return metrics
 
 
+def summary_of_test(metrics: dict) -> str:
+    """The test rows' scores for a stage's summary line ("" when there are none)."""
+    if "test" not in metrics:
+        return ""
+    test = metrics["test"]
+    return (
+        f"; accuracy {test['accuracy']:.4f}, macro_f1 {test['macro_f1']:.4f} "
+        f"on {test['rows']} test rows"
+    )
+
+
 def per_class_table(metrics: dict) -> pd.DataFrame:
     """The per-class part of `metrics` as a table, one row per label."""
     rows = [{"label": label, **scores} for label, scores in metrics["per_class"].items()]
