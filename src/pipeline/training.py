@@ -134,8 +134,51 @@ def scores(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
     return loss, (logits.argmax(dim=1) == labels).float().mean().item()
 
 
+def new_optimizer(
+    model: TextClassifier, params: TrainParams, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW over the model's weights (a pretrained encoder's at train.encoder_lr) and its
+    warm-up + cosine schedule over the whole run."""
+    encoder = model.encoder_parameters()
+    if encoder:  # a pretrained encoder learns at its own, far smaller rate than the new weights
+        mine = {id(p) for p in encoder}
+        rest = [p for p in model.parameters() if id(p) not in mine]
+        groups = [{"params": rest}, {"params": encoder, "lr": params.encoder_lr}]
+    else:
+        groups = model.parameters()
+    optimizer = torch.optim.AdamW(groups, lr=params.lr, weight_decay=params.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        warmup_cosine(warmup_steps(params, steps_per_epoch), params.epochs * steps_per_epoch),
+    )
+    return optimizer, schedule
+
+
+def train_epoch(
+    net: nn.Module,
+    data: Encoded,
+    params: TrainParams,
+    shuffle: torch.Generator,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+) -> None:
+    """One pass over `data` in training mode: this process's share of every step."""
+    net.train()
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=params.label_smoothing)
+    rank, world = distributed.rank(), distributed.world_size()
+    for batch, weight in step_batches(data, params.batch_size, shuffle, rank, world):
+        batch = batch.to(device)
+        loss = loss_fn(net(**batch.inputs()), batch.labels) * weight
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), max_norm=1.0)
+        optimizer.step()
+        schedule.step()
+
+
 def fit(
-    model: nn.Module,
+    model: TextClassifier,
     train: Encoded,
     val: Encoded,
     params: TrainParams,
@@ -152,35 +195,16 @@ def fit(
     metrics, over all rows.
     """
     model.to(device)
-    rank, world = distributed.rank(), distributed.world_size()
     net = distributed.data_parallel(model, device)  # `model` itself with one process
-    encoder = model.encoder_parameters()
-    if encoder:  # a pretrained encoder learns at its own, far smaller rate than the new weights
-        mine = {id(p) for p in encoder}
-        rest = [p for p in model.parameters() if id(p) not in mine]
-        groups = [{"params": rest}, {"params": encoder, "lr": params.encoder_lr}]
-    else:
-        groups = model.parameters()
-    optimizer = torch.optim.AdamW(groups, lr=params.lr, weight_decay=params.weight_decay)
-    steps_per_epoch = math.ceil(math.ceil(len(train) / params.batch_size) / world)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        warmup_cosine(warmup_steps(params, steps_per_epoch), params.epochs * steps_per_epoch),
+    steps_per_epoch = math.ceil(
+        math.ceil(len(train) / params.batch_size) / distributed.world_size()
     )
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=params.label_smoothing)
+    optimizer, schedule = new_optimizer(model, params, steps_per_epoch)
     # A generator of our own: the shuffling order depends on the seed and nothing else.
     shuffle = torch.Generator().manual_seed(params.seed)
     for epoch in range(1, params.epochs + 1):
         start = time.perf_counter()
-        model.train()
-        for batch, weight in step_batches(train, params.batch_size, shuffle, rank, world):
-            batch = batch.to(device)
-            loss = loss_fn(net(**batch.inputs()), batch.labels) * weight
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
-            optimizer.step()
-            schedule.step()
+        train_epoch(net, train, params, shuffle, optimizer, schedule, device)
         train_loss, train_accuracy = scores(
             all_logits(model, train, params.batch_size, device), train.labels
         )
@@ -195,6 +219,50 @@ def fit(
             "seconds": time.perf_counter() - start,
         }
         on_epoch(epoch, metrics)
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A fresh model and the rows it trains on, encoded once."""
+
+    model: TextClassifier
+    train: Encoded
+    val: Encoded
+    # The pretrained encoder's config.json and tokenizer.json (None from scratch).
+    encoder: dict | None
+
+
+def prepare(
+    train_table: pd.DataFrame,
+    val_table: pd.DataFrame,
+    vocab: Vocab,
+    config: ModelParams,
+    pretrained_dir: Path | None = None,
+) -> Prepared:
+    """Encode the tables and build an untrained model from `config` (with a pretrained
+    encoder's weights, read from `pretrained_dir`, and the n-gram idf of the training rows)."""
+    encoder = weights = word_pieces = None
+    if config.encoder == "pretrained":
+        if pretrained_dir is None:
+            raise PipelineError("model.encoder 'pretrained' needs the exported encoder's files.")
+        encoder_config, tokenizer, weights = pretrained.read_files(pretrained_dir)
+        encoder = {"config": encoder_config, "tokenizer": tokenizer}
+        word_pieces = WordPieces(tokenizer)
+    add_cls = config.pooling == "cls"
+    subwords = subwords_of(config)
+    args = (vocab, config.max_seq_len, add_cls, subwords, word_pieces)
+    train, val = encode_table(train_table, *args), encode_table(val_table, *args)
+    model = TextClassifier(
+        len(vocab.tokens),
+        len(vocab.labels),
+        config,
+        encoder_config=None if encoder is None else encoder["config"],
+    )
+    if weights is not None:
+        model.load_pretrained(weights, config.max_seq_len)
+    if model.ngrams is not None:
+        model.ngrams.idf.copy_(ngram_idf(train, config.subword_buckets))
+    return Prepared(model, train, val, encoder)
 
 
 def train_model(
@@ -217,34 +285,15 @@ def train_model(
     """
     make_deterministic((params.seed + distributed.rank()) % 2**32, params.threads)
     device = resolve_device(params.device)
-    encoder = weights = word_pieces = None
-    if config.encoder == "pretrained":
-        if pretrained_dir is None:
-            raise PipelineError("model.encoder 'pretrained' needs the exported encoder's files.")
-        encoder_config, tokenizer, weights = pretrained.read_files(pretrained_dir)
-        encoder = {"config": encoder_config, "tokenizer": tokenizer}
-        word_pieces = WordPieces(tokenizer)
-    add_cls = config.pooling == "cls"
-    subwords = subwords_of(config)
-    args = (vocab, config.max_seq_len, add_cls, subwords, word_pieces)
-    train, val = encode_table(train_table, *args), encode_table(val_table, *args)
-    model = TextClassifier(
-        len(vocab.tokens),
-        len(vocab.labels),
-        config,
-        encoder_config=None if encoder is None else encoder["config"],
-    )
-    if weights is not None:
-        model.load_pretrained(weights, config.max_seq_len)
-    if model.ngrams is not None:
-        model.ngrams.idf.copy_(ngram_idf(train, config.subword_buckets))
+    ready = prepare(train_table, val_table, vocab, config, pretrained_dir)
+    model = ready.model
     table = model.position_table()
     initial = (
         table[: config.max_seq_len].detach().clone() if config.pos_encoding == "learned" else None
     )
     with distributed.process_group(device, params.processes) as device:
-        fit(model, train, val, params, device, on_epoch)
-    longest = max(len(ids) for ids in train.ids)
+        fit(model, ready.train, ready.val, params, device, on_epoch)
+    longest = max(len(ids) for ids in ready.train.ids)
     return Checkpoint(
         model.cpu().eval(),
         vocab,
@@ -253,5 +302,5 @@ def train_model(
         params.threads,
         initial,
         longest,
-        pretrained=encoder,
+        pretrained=ready.encoder,
     )
