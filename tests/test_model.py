@@ -155,6 +155,31 @@ def test_padding_embedding_is_zero(params):
     assert torch.equal(model.embedding.weight[PAD_ID], torch.zeros(params.model.d_model))
 
 
+@torch.no_grad()
+def test_a_token_is_the_mean_of_its_word_vector_and_its_ngram_vectors(params):
+    model = make_model(params, subword_buckets=20, pos_encoding="none")
+    tokens, mask = pad([[3, 4, 5], [6]], 3)
+    counts = torch.tensor([[2, 0, 3], [1, 0, 0]], dtype=torch.int32)  # padding has none
+    flat = torch.tensor([1, 2, 7, 7, 9, 4], dtype=torch.int32)  # row after row, token by token
+    seen = []
+    model.positions.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    model(tokens=tokens, padding_mask=mask, subwords=flat, subword_counts=counts)
+    word, grams = model.embedding.weight, model.subwords.weight
+    expected = torch.stack(
+        [
+            torch.stack(
+                [
+                    (word[3] + grams[1] + grams[2]) / 3,
+                    word[4],
+                    (word[5] + grams[[7, 7, 9]].sum(0)) / 4,
+                ]
+            ),
+            torch.stack([(word[6] + grams[4]) / 2, word[PAD_ID], word[PAD_ID]]),
+        ]
+    )
+    torch.testing.assert_close(seen[0], expected)
+
+
 def test_pre_norm_has_a_final_norm_and_post_norm_does_not(params):
     assert isinstance(make_model(params, norm_first=True).encoder.norm, nn.LayerNorm)
     assert make_model(params, norm_first=False).encoder.norm is None

@@ -162,7 +162,10 @@ class Batch:
     index: list[int]  # the rows of the Encoded table in this batch, in batch order
     tokens: torch.Tensor  # (batch, seq)
     padding_mask: torch.Tensor  # (batch, seq), True on padding, as PyTorch attention expects
-    subwords: torch.Tensor | None  # (batch, seq, n-grams), 0 = none
+    # The batch's n-gram ids, flat: row after row, token after token (padding has none), and
+    # how many each token has, (batch, seq): the bags the sub-word EmbeddingBag sums.
+    subwords: torch.Tensor | None  # (n-grams of the batch,)
+    subword_counts: torch.Tensor | None  # (batch, seq)
     labels: torch.Tensor  # (batch,)
     ngram_ids: torch.Tensor | None = None  # (batch, distinct n-grams), 0 = none
     ngram_counts: torch.Tensor | None = None  # (batch, distinct n-grams), 0 on padding
@@ -176,6 +179,7 @@ class Batch:
             self.tokens.to(device),
             self.padding_mask.to(device),
             move(self.subwords),
+            move(self.subword_counts),
             self.labels.to(device),
             move(self.ngram_ids),
             move(self.ngram_counts),
@@ -187,6 +191,7 @@ class Batch:
             "tokens": self.tokens,
             "padding_mask": self.padding_mask,
             "subwords": self.subwords,
+            "subword_counts": self.subword_counts,
             "ngram_ids": self.ngram_ids,
             "ngram_counts": self.ngram_counts,
         }
@@ -214,33 +219,26 @@ def batch_indices(
     return [groups[i] for i in torch.randperm(len(groups), generator=generator).tolist()]
 
 
-def _pad_subwords(
-    flats: list[torch.Tensor], counts: list[torch.Tensor], length: int
-) -> torch.Tensor:
-    """(batch, length, widest token's n-grams) ids from the rows' flat ids, 0 = none."""
-    width = max([1, *(int(c.max()) for c in counts if len(c))])
-    out = torch.zeros(len(flats), length, width, dtype=SUBWORD_DTYPE)
-    for i, (flat, count) in enumerate(zip(flats, counts, strict=True)):
-        token = torch.repeat_interleave(torch.arange(len(count)), count)
-        starts = count.cumsum(0) - count  # where each token's n-grams begin in `flat`
-        out[i, token, torch.arange(len(flat)) - starts[token]] = flat
-    return out
-
-
 def batches(
     data: Encoded, batch_size: int, generator: torch.Generator | None = None
 ) -> Iterator[Batch]:
     """Yield batches padded only to their longest row, grouped by length (see batch_indices)."""
     for index in batch_indices([len(ids) for ids in data.ids], batch_size, generator):
         tokens = pad_sequence([data.ids[i] for i in index], batch_first=True, padding_value=PAD_ID)
-        subwords = bag_ids = counts = None
+        subwords = subword_counts = bag_ids = counts = None
         if data.subwords is not None and data.subword_counts is not None:
-            subwords = _pad_subwords(
-                [data.subwords[i] for i in index],
-                [data.subword_counts[i] for i in index],
-                tokens.shape[1],
-            )
+            subwords = torch.cat([data.subwords[i] for i in index])
+            subword_counts = pad_sequence([data.subword_counts[i] for i in index], batch_first=True)
         if data.ngram_ids is not None and data.ngram_counts is not None:
             bag_ids = pad_sequence([data.ngram_ids[i] for i in index], batch_first=True)
             counts = pad_sequence([data.ngram_counts[i] for i in index], batch_first=True)
-        yield Batch(index, tokens, tokens == PAD_ID, subwords, data.labels[index], bag_ids, counts)
+        yield Batch(
+            index,
+            tokens,
+            tokens == PAD_ID,
+            subwords,
+            subword_counts,
+            data.labels[index],
+            bag_ids,
+            counts,
+        )

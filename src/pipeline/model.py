@@ -63,7 +63,8 @@ class NgramPath(nn.Module):
         self.scale = scale
         # Filled from the training rows before training (training.train_model), then saved.
         self.register_buffer("idf", torch.ones(buckets + 1))
-        self.weight = nn.Embedding(buckets + 1, num_classes, padding_idx=0)
+        # A bag per row, summed with the TF-IDF weights in one fused lookup.
+        self.weight = nn.EmbeddingBag(buckets + 1, num_classes, mode="sum", padding_idx=0)
         nn.init.zeros_(self.weight.weight)
         self.bias = nn.Parameter(torch.zeros(num_classes))
 
@@ -72,7 +73,7 @@ class NgramPath(nn.Module):
         tf = torch.where(counts > 0, 1.0 + counts.clamp(min=1.0).log(), counts)
         weights = tf * self.idf[ngram_ids]
         weights = weights / weights.norm(dim=1, keepdim=True).clamp(min=1e-6)
-        return (self.weight(ngram_ids) * (self.scale * weights).unsqueeze(-1)).sum(1) + self.bias
+        return self.weight(ngram_ids, per_sample_weights=self.scale * weights) + self.bias
 
 
 class TextClassifier(nn.Module):
@@ -121,8 +122,9 @@ class TextClassifier(nn.Module):
     def _scratch_encoder(self, vocab_size: int, params: ModelParams) -> None:
         self.embedding = nn.Embedding(vocab_size, params.d_model, padding_idx=PAD_ID)
         # Character n-grams carry over to words the training rows never had (or had once).
+        # One bag of n-grams per token, summed in one fused lookup.
         self.subwords = (
-            nn.Embedding(params.subword_buckets + 1, params.d_model, padding_idx=0)
+            nn.EmbeddingBag(params.subword_buckets + 1, params.d_model, mode="sum", padding_idx=0)
             if params.subword_buckets
             else None
         )
@@ -179,6 +181,7 @@ class TextClassifier(nn.Module):
         tokens: torch.Tensor,
         padding_mask: torch.Tensor,
         subwords: torch.Tensor | None = None,
+        subword_counts: torch.Tensor | None = None,
         ngram_ids: torch.Tensor | None = None,
         ngram_counts: torch.Tensor | None = None,
         part: Part = "both",
@@ -192,7 +195,7 @@ class TextClassifier(nn.Module):
             raise ValueError("the n-gram path needs ngram_ids and ngram_counts")
         if part == "ngrams":
             return self.ngrams(ngram_ids, ngram_counts)
-        logits = self.transformer_logits(tokens, padding_mask, subwords)
+        logits = self.transformer_logits(tokens, padding_mask, subwords, subword_counts)
         if not uses_ngrams:
             return logits
         if self.training and self.transformer_dropout > 0:
@@ -207,15 +210,17 @@ class TextClassifier(nn.Module):
         tokens: torch.Tensor,
         padding_mask: torch.Tensor,
         subwords: torch.Tensor | None = None,
+        subword_counts: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits (batch, classes) for token ids (batch, seq); padding_mask is True on padding;
-        subwords (batch, seq, n-grams) are hashed n-gram ids, 0 = none."""
+        subwords are the batch's hashed n-gram ids, flat, subword_counts (batch, seq) how many
+        of them each token has (see encoding.Batch)."""
         if self.bert is not None:
             # The pretrained encoder: word-piece ids, its own embeddings and positions.
             mask = (~padding_mask).long()
             x = self.bert(input_ids=tokens, attention_mask=mask).last_hidden_state
         else:
-            x = self._scratch_states(tokens, padding_mask, subwords)
+            x = self._scratch_states(tokens, padding_mask, subwords, subword_counts)
         if self.pooling == "cls":
             pooled = x[:, 0]
         else:  # mean over real tokens only: padding must not dilute short texts
@@ -224,12 +229,17 @@ class TextClassifier(nn.Module):
         return self.head(pooled)
 
     def _scratch_states(
-        self, tokens: torch.Tensor, padding_mask: torch.Tensor, subwords: torch.Tensor | None
+        self,
+        tokens: torch.Tensor,
+        padding_mask: torch.Tensor,
+        subwords: torch.Tensor | None,
+        subword_counts: torch.Tensor | None,
     ) -> torch.Tensor:
         x = self.embedding(tokens)
-        if self.subwords is not None and subwords is not None:
+        if self.subwords is not None and subwords is not None and subword_counts is not None:
             # A token is the mean of its word vector and its n-gram vectors.
-            count = (subwords > 0).sum(dim=-1, keepdim=True).to(x.dtype)
-            x = (x + self.subwords(subwords).sum(dim=2)) / (1.0 + count)
+            counts = subword_counts.flatten()
+            bags = self.subwords(subwords, offsets=counts.cumsum(0) - counts)
+            x = (x + bags.view_as(x)) / (1.0 + subword_counts.unsqueeze(-1).to(x.dtype))
         x = self.dropout(self.positions(x))
         return self.encoder(x, src_key_padding_mask=padding_mask)
