@@ -146,7 +146,9 @@ def new_optimizer(
         groups = [{"params": rest}, {"params": encoder, "lr": params.encoder_lr}]
     else:
         groups = model.parameters()
-    optimizer = torch.optim.AdamW(groups, lr=params.lr, weight_decay=params.weight_decay)
+    optimizer = torch.optim.AdamW(
+        groups, lr=params.lr, weight_decay=params.weight_decay, fused=True
+    )
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         warmup_cosine(warmup_steps(params, steps_per_epoch), params.epochs * steps_per_epoch),
