@@ -4,6 +4,8 @@ The encoder is trained from scratch, or is a pretrained BERT-family encoder (pip
 with its own word-piece ids and position embeddings, fine-tuned."""
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -74,6 +76,19 @@ class NgramPath(nn.Module):
         weights = tf * self.idf[ngram_ids]
         weights = weights / weights.norm(dim=1, keepdim=True).clamp(min=1e-6)
         return self.weight(ngram_ids, per_sample_weights=self.scale * weights) + self.bias
+
+
+@contextmanager
+def regular_attention() -> Iterator[None]:
+    """Switch off PyTorch's inference fast path of encoder layers for the block: on CPUs its
+    masked softmax made scoring about twice as slow here (bench/profile_epoch.py), and without
+    it eval mode runs the attention code that training runs."""
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
 
 
 class TextClassifier(nn.Module):
@@ -242,4 +257,5 @@ class TextClassifier(nn.Module):
             bags = self.subwords(subwords, offsets=counts.cumsum(0) - counts)
             x = (x + bags.view_as(x)) / (1.0 + subword_counts.unsqueeze(-1).to(x.dtype))
         x = self.dropout(self.positions(x))
-        return self.encoder(x, src_key_padding_mask=padding_mask)
+        with regular_attention():
+            return self.encoder(x, src_key_padding_mask=padding_mask)
