@@ -123,6 +123,8 @@ def test_impossible_train_value_is_rejected_naming_the_key(tmp_path, key, value)
         ("dropout", 1.0),
         ("transformer_dropout", 1.0),
         ("transformer_dropout", -0.1),
+        ("attention_dropout", 1.0),
+        ("attention_dropout", -0.1),
         ("num_layers", 0),
     ],
 )

@@ -125,7 +125,14 @@ def test_a_step_on_two_processes_is_the_step_on_one_over_the_same_rows(tmp_path)
     train, val = split_rows[0], split_rows[1]
     assert len(train) == 16
     vocab = build_vocab(train["text"], train["label"], min_freq=1, max_size=1000)
-    off = dict(epochs=1, dropout=0.0, transformer_dropout=0.0, warmup_share=0.0, lr=1e-4)
+    off = dict(
+        epochs=1,
+        dropout=0.0,
+        attention_dropout=0.0,
+        transformer_dropout=0.0,
+        warmup_share=0.0,
+        lr=1e-4,
+    )
     two = tiny_params(batch_size=8, **off)
     one = dataclasses.replace(two, train=dataclasses.replace(two.train, batch_size=16))
     # And a run whose epochs end unevenly (3 batches of 8 on 2 processes): it must finish.

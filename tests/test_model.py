@@ -180,6 +180,13 @@ def test_a_token_is_the_mean_of_its_word_vector_and_its_ngram_vectors(params):
     torch.testing.assert_close(seen[0], expected)
 
 
+@pytest.mark.parametrize("rate", [0.0, 0.3])
+def test_attention_dropout_is_its_own_rate(params, rate):
+    model = make_model(params, dropout=0.1, attention_dropout=rate)
+    assert all(layer.self_attn.dropout == rate for layer in model.encoder.layers)
+    assert all(layer.dropout1.p == 0.1 for layer in model.encoder.layers)
+
+
 def test_pre_norm_has_a_final_norm_and_post_norm_does_not(params):
     assert isinstance(make_model(params, norm_first=True).encoder.norm, nn.LayerNorm)
     assert make_model(params, norm_first=False).encoder.norm is None
@@ -242,7 +249,7 @@ def test_a_model_with_an_ngram_path_refuses_to_run_without_ngrams(params):
 
 @torch.no_grad()
 def test_transformer_dropout_acts_in_training_only(params):
-    model = ngram_model(params, transformer_dropout=0.5, dropout=0.0)
+    model = ngram_model(params, transformer_dropout=0.5, dropout=0.0, attention_dropout=0.0)
     tokens, mask = pad([[3, 4, 5]] * 64, 3)
     ids, counts = torch.tensor([[1, 2]] * 64), torch.ones(64, 2)
     ngrams = model(**inputs(tokens, mask, ids, counts), part="ngrams")

@@ -25,8 +25,9 @@ from pipeline.vocab import Vocab
 # Raised whenever what a checkpoint holds, or how its inputs are made, changes. Format 2 added
 # the input constants below and uncapped the n-grams per token; format 3 holds the `model`
 # params section instead of the whole `train` section; format 4 the pretrained encoder's
-# config.json and tokenizer.json (None for the from-scratch encoder).
-FORMAT = 4
+# config.json and tokenizer.json (None for the from-scratch encoder); format 5 the
+# model.attention_dropout param.
+FORMAT = 5
 
 
 @dataclass

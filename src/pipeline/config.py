@@ -86,6 +86,7 @@ class ModelParams:
     num_layers: int
     dim_feedforward: int
     dropout: float
+    attention_dropout: float  # on the attention weights (dropout covers the rest)
     max_seq_len: int
     subword_buckets: int  # hashed character n-gram embeddings; 0 = word embeddings only
     subword_min_n: int
@@ -119,6 +120,9 @@ class ModelParams:
             0.0 <= self.transformer_dropout < 1.0, "model.transformer_dropout", "must be in [0, 1)"
         )
         _require(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+        _require(
+            0.0 <= self.attention_dropout < 1.0, "model.attention_dropout", "must be in [0, 1)"
+        )
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,9 @@ class TextClassifier(nn.Module):
             batch_first=True,  # inputs are (batch, seq, dim); the default would mix the batch
             norm_first=params.norm_first,
         )
+        # Dropout on the attention weights apart from the rest: its (batch, heads, seq, seq)
+        # masks cost the most of all dropouts, and at 0 attention takes PyTorch's fused kernel.
+        layer.self_attn.dropout = params.attention_dropout
         self.encoder = nn.TransformerEncoder(
             layer,
             num_layers=params.num_layers,
