@@ -15,16 +15,11 @@ from pipeline import portable
 
 portable.apply()  # before torch loads: the same kernels, so the same bytes, on any x86-64 CPU
 
-import torch
-
-from pipeline.checkpoint import load_checkpoint
 from pipeline.cli import test_option, user_errors, val_option
 from pipeline.config import PATHS
 from pipeline.data import LABEL, TEXT, read_table
 from pipeline.errors import PipelineError
 from pipeline.evaluation import accuracy, summary_metrics, summary_of_test, write_scores
-from pipeline.plots import positional_encoding_plots
-from pipeline.predict import predict_labels
 
 
 @click.command()
@@ -46,6 +41,14 @@ from pipeline.predict import predict_labels
 def main(model_path: Path, val_path: Path, output: Path, test_path: Path | None) -> None:
     """Score the model on the validation rows (and the test rows, if any) and draw its
     positional encoding."""
+    # torch and the model's code load here, not at the top: ~1.2 s that `--help` and usage
+    # errors need not wait for.
+    import torch
+
+    from pipeline.checkpoint import load_checkpoint
+    from pipeline.plots import positional_encoding_plots
+    from pipeline.predict import predict_labels
+
     with user_errors(output):
         checkpoint = load_checkpoint(model_path)
         # As in training: a fixed count keeps results identical, and more threads than

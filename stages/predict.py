@@ -18,13 +18,9 @@ from pipeline import portable
 
 portable.apply()  # before torch loads: the same kernels, so the same bytes, on any x86-64 CPU
 
-import torch
-
-from pipeline.checkpoint import load_checkpoint
 from pipeline.cli import user_errors
 from pipeline.data import read_csv
 from pipeline.errors import PipelineError
-from pipeline.predict import predict_texts
 
 
 def read_texts(texts: tuple[str, ...], input_path: Path | None, text_column: str) -> list[str]:
@@ -78,6 +74,13 @@ def main(
 
     Texts come from the arguments, or from --input, or one per line on stdin. A text with no
     words left after cleaning gets an empty label and a warning; the others are labelled."""
+    # torch and the model's code load here, not at the top: ~1.3 s that `--help` and usage
+    # errors need not wait for.
+    import torch
+
+    from pipeline.checkpoint import load_checkpoint
+    from pipeline.predict import predict_texts
+
     with user_errors():
         checkpoint = load_checkpoint(model_path)
         # As in training: a fixed count keeps results identical, and more threads than

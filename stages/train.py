@@ -6,7 +6,6 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import click
-from dvclive import Live
 
 # The library of this work tree, the code DVC hashed for this stage, whatever pip installed
 # (a queued experiment runs in a copy of the repository).
@@ -16,12 +15,9 @@ from pipeline import portable
 
 portable.apply()  # before torch loads: the same kernels, so the same bytes, on any x86-64 CPU
 
-from pipeline import distributed
-from pipeline.checkpoint import save_checkpoint
 from pipeline.cli import params_option, train_option, user_errors, val_option
 from pipeline.config import load_params
 from pipeline.data import read_table
-from pipeline.training import train_model
 from pipeline.vocab import load_vocab
 
 LOGGED = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -75,6 +71,14 @@ def main(
     With train.processes N > 1 this command starts itself as N data-parallel processes (see
     pipeline.distributed); started by torchrun, it is one of them. Rank 0 writes the outputs.
     """
+    # torch, dvclive and the training code load here, not at the top: ~1.5 s that `--help`
+    # and usage errors need not wait for.
+    from dvclive import Live
+
+    from pipeline import distributed
+    from pipeline.checkpoint import save_checkpoint
+    from pipeline.training import train_model
+
     main_rank = distributed.is_main()
     # Other ranks write nothing, so they have nothing to remove if they fail.
     with user_errors(*((model_path, live_dir) if main_rank else ())):

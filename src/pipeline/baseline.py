@@ -1,16 +1,24 @@
 """The classical baseline every run is compared with: TF-IDF features + a linear SVM."""
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.svm import LinearSVC
 
 from pipeline.config import BaselineParams
 from pipeline.data import LABEL, TEXT
 
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
-def fit_baseline(train: pd.DataFrame, params: BaselineParams) -> Pipeline:
+
+def fit_baseline(train: pd.DataFrame, params: BaselineParams) -> "Pipeline":
     """Fit TF-IDF (sublinear tf) + LinearSVC on the training rows; deterministic."""
+    # sklearn loads here, not at the top: it pulls in scipy (~0.8 s), which the baseline
+    # stage's `--help` and usage errors need not wait for.
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.svm import LinearSVC
+
     model = make_pipeline(
         TfidfVectorizer(
             analyzer=params.analyzer,
@@ -22,5 +30,5 @@ def fit_baseline(train: pd.DataFrame, params: BaselineParams) -> Pipeline:
     return model.fit(train[TEXT], train[LABEL])
 
 
-def predict_baseline(model: Pipeline, table: pd.DataFrame) -> list[str]:
+def predict_baseline(model: "Pipeline", table: pd.DataFrame) -> list[str]:
     return [str(label) for label in model.predict(table[TEXT])]

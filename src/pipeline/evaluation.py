@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pandas as pd
-from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
 from pipeline.data import write_table
 from pipeline.files import write_json
@@ -16,6 +15,10 @@ def _round(x: float) -> float:
 
 def classification_metrics(y_true: list[str], y_pred: list[str], labels: list[str]) -> dict:
     """Accuracy, macro-averaged P/R/F1 and the same per class."""
+    # sklearn.metrics loads here, not at the top: it pulls in scipy (~0.8 s), which the
+    # evaluate and baseline stages' `--help` and usage errors need not wait for.
+    from sklearn.metrics import precision_recall_fscore_support
+
     p, r, f, support = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, zero_division=0
     )
@@ -63,6 +66,8 @@ def per_class_table(metrics: dict) -> pd.DataFrame:
 
 
 def accuracy(y_true: list[str], y_pred: list[str]) -> float:
+    from sklearn.metrics import accuracy_score  # lazy, as in classification_metrics
+
     return _round(accuracy_score(y_true, y_pred))
 
 
