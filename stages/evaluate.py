@@ -12,11 +12,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pipeline import portable
-
-portable.apply()  # before torch loads: the same kernels, so the same bytes, on any x86-64 CPU
-
-from pipeline.cli import test_option, user_errors, val_option
-from pipeline.config import PATHS
+from pipeline.cli import params_option, test_option, user_errors, val_option
+from pipeline.config import PATHS, load_params
 from pipeline.data import LABEL, TEXT, read_table
 from pipeline.errors import PipelineError
 from pipeline.evaluation import accuracy, summary_metrics, summary_of_test, write_scores
@@ -38,9 +35,15 @@ from pipeline.evaluation import accuracy, summary_metrics, summary_of_test, writ
     help="Directory to write metrics.json, confusion.csv, per_class.csv and PNGs to.",
 )
 @test_option
-def main(model_path: Path, val_path: Path, output: Path, test_path: Path | None) -> None:
+@params_option
+def main(
+    model_path: Path, val_path: Path, output: Path, test_path: Path | None, params_path: Path
+) -> None:
     """Score the model on the validation rows (and the test rows, if any) and draw its
-    positional encoding."""
+    positional encoding, with the CPU kernels train.portable chose for training."""
+    with user_errors(output):
+        pinned = load_params(params_path).train.portable
+    portable.apply(pinned)  # before torch loads
     # torch and the model's code load here, not at the top: ~1.2 s that `--help` and usage
     # errors need not wait for.
     import torch

@@ -16,7 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pipeline import portable
 
-portable.apply()  # before torch loads: the same kernels, so the same bytes, on any x86-64 CPU
+# Before torch loads: the same kernels, so the same probabilities, on any x86-64 CPU (pinned
+# whatever train.portable says: predict has no params, and a few texts cost milliseconds).
+portable.apply()
 
 from pipeline.cli import user_errors
 from pipeline.data import read_csv

@@ -12,9 +12,6 @@ import click
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pipeline import portable
-
-portable.apply()  # before torch loads: the same kernels, so the same bytes, on any x86-64 CPU
-
 from pipeline.cli import params_option, train_option, user_errors, val_option
 from pipeline.config import load_params
 from pipeline.data import read_table
@@ -71,6 +68,10 @@ def main(
     With train.processes N > 1 this command starts itself as N data-parallel processes (see
     pipeline.distributed); started by torchrun, it is one of them. Rank 0 writes the outputs.
     """
+    with user_errors():
+        params = load_params(params_path)
+    # Before torch loads: train.portable pins the kernels, for the same bytes on any x86-64 CPU.
+    portable.apply(params.train.portable)
     # torch, dvclive and the training code load here, not at the top: ~1.5 s that `--help`
     # and usage errors need not wait for.
     from dvclive import Live
@@ -82,7 +83,6 @@ def main(
     main_rank = distributed.is_main()
     # Other ranks write nothing, so they have nothing to remove if they fail.
     with user_errors(*((model_path, live_dir) if main_rank else ())):
-        params = load_params(params_path)
         if params.train.processes > 1 and not distributed.launched():
             distributed.launch(params.train.processes, Path(__file__).resolve(), sys.argv[1:])
             return

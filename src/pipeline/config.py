@@ -139,6 +139,7 @@ class TrainParams:
     label_smoothing: float
     device: Device
     threads: int
+    portable: bool  # pin CPU kernels (pipeline.portable): the same bytes on any x86-64 CPU
     processes: int  # data-parallel training processes (torch.distributed); 1 = one process
 
     def __post_init__(self) -> None:
