@@ -11,6 +11,7 @@ from pipeline.encoding import batches, encode_table, subwords_of
 from pipeline.errors import PipelineError
 from pipeline.predict import predict_logits
 from pipeline.training import (
+    make_deterministic,
     resolve_device,
     train_model,
     warmup_cosine,
@@ -169,6 +170,14 @@ def test_same_params_give_identical_weights_and_metrics(split):
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert without_seconds(first_epochs) == without_seconds(second_epochs)
+
+
+def test_make_deterministic_turns_on_deterministic_algorithms_and_fixes_threads():
+    torch.use_deterministic_algorithms(False)
+    make_deterministic(0, threads=1)
+    assert torch.are_deterministic_algorithms_enabled()
+    assert not torch.is_deterministic_algorithms_warn_only_enabled()
+    assert torch.get_num_threads() == 1
 
 
 def test_other_seed_gives_other_weights(split):

@@ -39,7 +39,9 @@ def make_deterministic(seed: int, threads: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
+    # As use_deterministic_algorithms(True), which also imports the torch.compile stack
+    # (2-4 s of start-up) to set an option of its own; nothing here compiles.
+    torch.set_deterministic_debug_mode("error")
     # Float sums depend on how work is split between threads, so the count is a parameter.
     torch.set_num_threads(threads)
 
