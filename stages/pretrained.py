@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pipeline.cli import params_option, user_errors
 from pipeline.config import load_params
+from pipeline.pretrained import export, write_placeholder
 
 
 @click.command()
@@ -31,10 +32,6 @@ from pipeline.config import load_params
 def main(params_path: Path, output: Path) -> None:
     """Export the pretrained encoder that model.pretrained names (model.encoder 'pretrained'),
     or a placeholder (model.encoder 'scratch')."""
-    # pipeline.pretrained loads here, not at the top: it imports torch (~1.1 s), which `--help`
-    # and usage errors need not wait for.
-    from pipeline.pretrained import export, write_placeholder
-
     with user_errors(output):
         params = load_params(params_path)
         if output.exists():

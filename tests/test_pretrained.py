@@ -4,6 +4,8 @@ export, training, the checkpoint round trip, predict, the position-embedding opt
 import dataclasses
 import importlib.util
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -118,6 +120,24 @@ def test_scratch_export_is_a_placeholder_that_training_refuses(tmp_path, tables,
     assert [p.name for p in (tmp_path / "p").iterdir()] == [pretrained.PLACEHOLDER]
     with pytest.raises(PipelineError, match="holds no pretrained encoder"):
         train(tables, pretrained_params(base_model), tmp_path / "p")
+
+
+def test_importing_it_and_writing_the_placeholder_load_no_torch(tmp_path):
+    # The `pretrained` stage with model.encoder 'scratch' only writes the placeholder: torch,
+    # transformers and safetensors load inside the functions that need them, not on import.
+    code = (
+        "import sys; from pathlib import Path; from pipeline import pretrained; "
+        "pretrained.write_placeholder(Path(sys.argv[1])); "
+        "print(sorted({'torch', 'transformers', 'safetensors', 'tokenizers'} & set(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]"
+    assert (tmp_path / "out" / pretrained.PLACEHOLDER).is_file()
 
 
 def test_without_the_extra_one_sentence_says_what_to_install(monkeypatch):

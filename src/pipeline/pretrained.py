@@ -7,20 +7,26 @@ built from its config.json with transformers' BertModel (never `trust_remote_cod
 `from_pretrained`), and the hub is switched off before transformers is imported. transformers
 and tokenizers are the optional `pretrained` extra: without them, choosing the pretrained
 encoder raises one PipelineError that says what to install.
+
+torch, safetensors and transformers load inside the functions that use them (the names below
+are annotations only): the `pretrained` stage with model.encoder 'scratch' needs none of them.
 """
+
+from __future__ import annotations
 
 import importlib.util
 import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import PipelineError
 from pipeline.vocab import PAD_ID
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 INSTALL = "pip install -c requirements.lock -e '.[pretrained]'"
 # What the export copies: the first three are needed, the rest are kept for other tools.
