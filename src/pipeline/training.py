@@ -148,6 +148,8 @@ def new_optimizer(
         groups = [{"params": rest}, {"params": encoder, "lr": params.encoder_lr}]
     else:
         groups = model.parameters()
+    # fused: one kernel per weight instead of a dozen ops, each a pass over the 20,001-row
+    # embedding tables (bench/compare.py: +8-16 % rows/s).
     optimizer = torch.optim.AdamW(
         groups, lr=params.lr, weight_decay=params.weight_decay, fused=True
     )
