@@ -140,3 +140,42 @@ def test_killed_while_writing_an_output(done, stage):
     project, expected = done
     kill_stage(project, stage, None, user_env(PIPELINE_TEST_HOLD_TMP="30"))
     check_rerun(project, expected)
+
+
+@pytest.mark.e2e
+def test_two_repros_at_once_one_runs_the_other_stops_on_dvcs_lock(done):
+    project, expected = done
+    first = subprocess.Popen(
+        ["dvc", "repro", "-f", "-s", "train"],
+        cwd=project,
+        env=user_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not stage_pids(project, "train"):  # the first holds the lock once it trains
+            assert time.monotonic() < deadline and first.poll() is None, "train did not start"
+            time.sleep(0.05)
+        second = subprocess.run(
+            ["dvc", "repro", "-f", "-s", "train"],
+            cwd=project,
+            env=user_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        first_output, _ = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    stopped = second.stdout + second.stderr
+    # DVC's own messages: its repository lock, or (while a stage runs, when DVC has let the
+    # repository lock go) its lock on the stage's outputs.
+    locked = ("Unable to acquire lock", "is busy, it is being blocked by")
+    assert second.returncode != 0 and any(m in stopped for m in locked), stopped
+    assert "Traceback" not in stopped and "epoch" not in stopped  # it never started the stage
+    assert first.returncode == 0, first_output
+    check_rerun(project, expected)  # nothing corrupted: the same bytes, nothing left over
