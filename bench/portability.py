@@ -13,8 +13,9 @@ The knobs that emulate another x86-64 CPU on this one:
 - ONEDNN_MAX_CPU_ISA: the highest instruction set oneDNN may use (SSE41, AVX2, DEFAULT);
 - the thread count (train.threads), given with -S train.threads=2 style overrides.
 
-The train stage applies pipeline.portable's settings with os.environ.setdefault: a variable a
-row sets wins, the others take pipeline.portable's values. Row 'natural' sets all three to
+The train stage applies pipeline.portable's settings (train.portable is true in params.yaml)
+with os.environ.setdefault: a variable a row sets wins, the others take pipeline.portable's
+values. Row 'natural' sets all three to
 what this CPU picks by itself (the stage as it ran before those settings), row 'portable' to
 pipeline.portable's values; compare their seconds for the settings' cost (--repeat 3 takes the
 fastest of three runs of each).

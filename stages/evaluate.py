@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 import pandas as pd
+from click.core import ParameterSource
 
 # The library of this work tree, the code DVC hashed for this stage, whatever pip installed
 # (a queued experiment runs in a copy of the repository).
@@ -41,8 +42,13 @@ def main(
 ) -> None:
     """Score the model on the validation rows (and the test rows, if any) and draw its
     positional encoding, with the CPU kernels train.portable chose for training."""
+    # Outside a project (no params.yaml, none passed) the kernels are pinned, as predict's are.
+    source = click.get_current_context().get_parameter_source("params_path")
     with user_errors(output):
-        pinned = load_params(params_path).train.portable
+        if source == ParameterSource.DEFAULT and not params_path.exists():
+            pinned = True
+        else:
+            pinned = load_params(params_path).train.portable
     portable.apply(pinned)  # before torch loads
     # torch and the model's code load here, not at the top: ~1.2 s that `--help` and usage
     # errors need not wait for.

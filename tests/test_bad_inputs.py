@@ -407,6 +407,13 @@ def test_evaluate_val_missing(project):
     assert_fails_cleanly(project, "evaluate", args, "val.csv", "does not exist", "dvc repro")
 
 
+def test_evaluate_with_a_params_file_that_is_not_there(project):
+    """Without params.yaml evaluate pins the kernels; a --params file that is missing is an
+    error, not a silent default."""
+    args = [*evaluate_args(project), "--params", str(project / "nowhere.yaml")]
+    assert_fails_cleanly(project, "evaluate", args, "nowhere.yaml", "does not exist")
+
+
 def test_predict_an_empty_text(project):
     args = ["--model", str(project / "models" / "model.pt"), ""]
     assert_fails_cleanly(project, "predict", args, "None of the texts", "words left")
