@@ -36,7 +36,6 @@ from pipeline.portable import SETTINGS
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 FILES = ("kaggle_subjects_1741.csv", "mmlu_science_2265.csv")
-PINS = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")
 
 # Run in the variant's own tree: only functions that every compared commit has.
 WORKER = """
@@ -83,7 +82,7 @@ def export(ref: str, into: Path) -> Path:
 
 
 def run_one(tree: Path, csv: Path, changes: dict, portable: bool) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in PINS}
+    env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
     env["PYTHONPATH"] = str(tree / "src")
     if portable:
         env.update(SETTINGS)
