@@ -36,7 +36,6 @@ from accuracy import parse_set  # bench/accuracy.py
 from speed import DEFAULT_CSV, bench_params, load_rows  # bench/speed.py
 from torch.profiler import ProfilerActivity, profile
 
-from pipeline import distributed
 from pipeline.cli import user_errors
 from pipeline.data import LABEL, TEXT
 from pipeline.training import (
@@ -101,8 +100,7 @@ def run(csv: Path, columns: tuple[str, str], changes: dict, top: int) -> None:
     ready = prepare(train_table, val_table, vocab, params.model)
     model, train, val = ready.model, ready.train, ready.val
     device = torch.device("cpu")
-    steps = -(-len(train) // params.train.batch_size)
-    optimizer, schedule = new_optimizer(model, params.train, steps)
+    optimizer, schedule = new_optimizer(model, params.train, len(train))
     shuffle = torch.Generator().manual_seed(params.train.seed)
 
     def epoch() -> None:
@@ -113,7 +111,6 @@ def run(csv: Path, columns: tuple[str, str], changes: dict, top: int) -> None:
         all_logits(model, val, params.train.batch_size, device)
 
     epoch()  # warm-up: the first epoch also sizes the allocator's caches
-    assert distributed.world_size() == 1
     kernels = {name: os.environ.get(name, "(unset)") for name in portable.SETTINGS}
     print(f"# bench/profile_epoch.py, {datetime.datetime.now():%Y-%m-%d %H:%M}")
     print(

@@ -48,8 +48,6 @@ def free_port() -> int:
 def s3_server(tmp_path) -> Iterator[tuple[str, dict[str, str]]]:
     """moto's S3 server on a free port of 127.0.0.1, with one empty bucket: its endpoint URL
     and the environment (fake credentials, no AWS config files) that the commands run in."""
-    import boto3  # installed with dvc-s3
-
     port = free_port()
     log = tmp_path / "moto.log"
     moto_server = Path(sys.executable).parent / "moto_server"
@@ -76,14 +74,7 @@ def s3_server(tmp_path) -> Iterator[tuple[str, dict[str, str]]]:
             except OSError:
                 assert time.monotonic() < deadline, f"moto_server did not start:\n{log.read_text()}"
                 time.sleep(0.2)
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            region_name=CREDENTIALS["AWS_DEFAULT_REGION"],
-        )
-        s3.create_bucket(Bucket=BUCKET)  # DVC does not create it (NoSuchBucket)
+        s3_client(endpoint).create_bucket(Bucket=BUCKET)  # DVC does not create it (NoSuchBucket)
         yield endpoint, env
     finally:
         server.terminate()
@@ -94,16 +85,20 @@ def s3_server(tmp_path) -> Iterator[tuple[str, dict[str, str]]]:
             server.wait()
 
 
-def bucket_keys(endpoint: str) -> list[str]:
-    import boto3
+def s3_client(endpoint: str):
+    import boto3  # installed with dvc-s3
 
-    s3 = boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=endpoint,
         aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         region_name=CREDENTIALS["AWS_DEFAULT_REGION"],
     )
+
+
+def bucket_keys(endpoint: str) -> list[str]:
+    s3 = s3_client(endpoint)
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
 

@@ -137,10 +137,13 @@ def scores(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
 
 
 def new_optimizer(
-    model: TextClassifier, params: TrainParams, steps_per_epoch: int
+    model: TextClassifier, params: TrainParams, train_rows: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """AdamW over the model's weights (a pretrained encoder's at train.encoder_lr) and its
-    warm-up + cosine schedule over the whole run."""
+    warm-up + cosine schedule over the whole run of `train_rows` rows per epoch (a step takes
+    one batch on each process)."""
+    batches = math.ceil(train_rows / params.batch_size)
+    steps_per_epoch = math.ceil(batches / distributed.world_size())
     encoder = model.encoder_parameters()
     if encoder:  # a pretrained encoder learns at its own, far smaller rate than the new weights
         mine = {id(p) for p in encoder}
@@ -202,10 +205,7 @@ def fit(
     """
     model.to(device)
     net = distributed.data_parallel(model, device)  # `model` itself with one process
-    steps_per_epoch = math.ceil(
-        math.ceil(len(train) / params.batch_size) / distributed.world_size()
-    )
-    optimizer, schedule = new_optimizer(model, params, steps_per_epoch)
+    optimizer, schedule = new_optimizer(model, params, len(train))
     # A generator of our own: the shuffling order depends on the seed and nothing else.
     shuffle = torch.Generator().manual_seed(params.seed)
     for epoch in range(1, params.epochs + 1):
