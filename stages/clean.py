@@ -21,8 +21,8 @@ from pipeline.files import write_json
     "--input",
     "input_path",
     type=click.Path(path_type=Path),
-    required=True,
-    help="The raw CSV (data.raw); its columns are named by data.text_column and data.label_column.",
+    help="The raw CSV; default: data.raw of the params file. Its columns are named by "
+    "data.text_column and data.label_column.",
 )
 @click.option(
     "--output",
@@ -36,13 +36,19 @@ from pipeline.files import write_json
     required=True,
     help="JSON summary to write: rows in and out, rows dropped and why, label counts.",
 )
-def main(params_path: Path, input_path: Path, output: Path, report: Path) -> None:
+def main(params_path: Path, input_path: Path | None, output: Path, report: Path) -> None:
     """Lower-case, strip links, LaTeX markup and punctuation as the `clean` params say;
     drop rows whose text or label is empty. Labels lose surrounding spaces but keep their
     case ("physics" and "Physics" are two labels)."""
     with user_errors(output, report):
         params = load_params(params_path)
-        raw = read_raw(input_path, params.data.text_column, params.data.label_column)
+        # dvc.yaml gives no --input: data.raw is read here, not passed through the shell, so
+        # a path with spaces, quotes, `$` or `;` reaches us as written.
+        if input_path is None:
+            input_path, fix = Path(params.data.raw), "check data.raw in params.yaml"
+        else:
+            fix = "check the --input path"
+        raw = read_raw(input_path, params.data.text_column, params.data.label_column, fix)
         table, summary = clean_table(raw, params.clean)
         write_table(table, output)
         write_json(report, summary)

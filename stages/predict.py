@@ -21,7 +21,7 @@ from pipeline import portable
 portable.apply()
 
 from pipeline.cli import user_errors
-from pipeline.data import read_csv
+from pipeline.data import read_columns
 from pipeline.errors import PipelineError
 
 
@@ -30,10 +30,8 @@ def read_texts(texts: tuple[str, ...], input_path: Path | None, text_column: str
     if texts:
         return list(texts)
     if input_path is not None:
-        table = read_csv(input_path, fix="check the --input path")
-        if text_column not in table.columns:
-            found = ", ".join(map(str, table.columns))
-            raise PipelineError(f"{input_path} has no column '{text_column}'; it has: {found}.")
+        column = [(text_column, "--text-column")]
+        table = read_columns(input_path, column, fix="check the --input path")
         return list(table[text_column])
     lines = [line.strip() for line in sys.stdin.read().splitlines()]
     return [line for line in lines if line]

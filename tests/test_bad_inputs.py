@@ -84,14 +84,14 @@ def write_clean(tmp_path: Path, rows: list[tuple[str, str]]) -> Path:
 def test_raw_file_missing(tmp_path):
     write_params(tmp_path)
     args = clean_args(tmp_path / "nope.csv", tmp_path)
-    assert_fails_cleanly(tmp_path, "clean", args, "nope.csv", "does not exist", "data.raw")
+    assert_fails_cleanly(tmp_path, "clean", args, "nope.csv", "does not exist", "--input")
 
 
 def test_raw_path_is_a_directory(tmp_path):
     write_params(tmp_path)
     (tmp_path / "data").mkdir()
     args = clean_args(tmp_path / "data", tmp_path)
-    assert_fails_cleanly(tmp_path, "clean", args, "data is a directory", "data.raw")
+    assert_fails_cleanly(tmp_path, "clean", args, "data is a directory", "--input")
 
 
 @pytest.mark.parametrize(
@@ -422,16 +422,36 @@ def test_predict_an_empty_text(project):
 @pytest.mark.parametrize(
     ("content", "fragments"),
     [
-        ("question\nWhat is a force?\n", ["new.csv", "no column 'text'", "question"]),
+        (
+            "question\nWhat is a force?\n",
+            ["new.csv", "no column 'text'", "--text-column", "question"],
+        ),
         (None, ["new.csv", "does not exist", "--input"]),
-        ("text\n", ["No texts to label"]),
+        ("text\n", ["new.csv", "a header but no data rows"]),
+        ("text,text\nWhat is a force?,a\nBalance Fe + O2,b\n", ["2 columns named 'text'"]),
+        (b"", ["new.csv", "is empty"]),
+        (b"\n\n  \n", ["new.csv", "is empty"]),
+        (b"text\nWhat is a force?\ncaf\xe9 au lait\n", ["line 3", "0xE9", "UTF-8"]),
+        (PNG, ["new.csv", "not a text file"]),
+        ("text\nok\nWhat is 1,000 x 2?\n", ["line 3", "2 fields", "quotes"]),
     ],
-    ids=["no-text-column", "missing", "no-rows"],
+    ids=[
+        "no-text-column",
+        "missing",
+        "header-only",
+        "text-column-twice",
+        "empty",
+        "blank-lines",
+        "latin-1-row-3",
+        "png",
+        "row-with-an-extra-field",
+    ],
 )
 def test_predict_bad_input_csv(project, content, fragments):
+    """The same checks as clean's (pipeline.data.read_columns), each one sentence."""
     path = project / "new.csv"
     if content is not None:
-        path.write_text(content, encoding="utf-8")
+        path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
     args = ["--model", str(project / "models" / "model.pt"), "--input", str(path)]
     assert_fails_cleanly(project, "predict", args, *fragments)
 

@@ -9,6 +9,7 @@ from pipeline.data import (
     LABEL,
     TEXT,
     clean_table,
+    read_columns,
     read_raw,
     read_table,
     split_rows,
@@ -92,6 +93,27 @@ def test_read_raw_accepts_a_byte_order_mark(tmp_path):
     assert path.read_bytes().startswith(b"\xef\xbb\xbf")
     out = read_raw(path, "question", "subject")
     assert out[TEXT].tolist() == ["what is é"]
+
+
+def test_read_columns_keeps_every_column_and_names_the_setting(tmp_path):
+    path = tmp_path / "new.csv"
+    path.write_text("id,id,text\n1,1,a\n", encoding="utf-8")
+    table = read_columns(path, [("text", "--text-column")], fix="check the --input path")
+    assert list(table.columns) == ["id", "id", "text"]  # only the named columns must be unique
+    with pytest.raises(PipelineError, match=r"no column 'label' \(--label\); its columns are"):
+        read_columns(path, [("label", "--label")], fix="check it")
+
+
+def test_read_columns_rejects_a_named_column_that_is_there_twice(tmp_path):
+    path = tmp_path / "new.csv"
+    path.write_text("text, text\nWhat is a force?,a\n", encoding="utf-8")  # names are stripped
+    with pytest.raises(PipelineError, match=r"2 columns named 'text' \(--text-column\)"):
+        read_columns(path, [("text", "--text-column")], fix="check it")
+
+
+def test_read_columns_tells_how_to_fix_a_missing_file(tmp_path):
+    with pytest.raises(PipelineError, match="does not exist; check the --input path"):
+        read_columns(tmp_path / "nope.csv", [("text", "--text-column")], "check the --input path")
 
 
 def test_read_table_rejects_foreign_columns(tmp_path):

@@ -79,3 +79,23 @@ def test_a_text_with_no_words_is_marked_and_the_batch_still_labelled(model, tmp_
     assert rows[1]["label"] == "" and all(rows[1][f"p_{label}"] is None for label in LABELS)
     warnings = result.stderr.strip().splitlines()
     assert len(warnings) == 1 and warnings[0].startswith("Warning: text 2 ")
+
+
+def test_a_csv_whose_text_column_is_named_twice_is_refused_not_labelled(model, tmp_path):
+    """Reported: the header word `text` came out labelled, 2 rows out for 3 in."""
+    path = tmp_path / "dup.csv"
+    path.write_text("text,text\n" + "".join(f"{t},a\n" for t in TEXTS), encoding="utf-8")
+    result = run_predict(model, "--input", str(path), "--format", "csv")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip() == (
+        f"Error: {path} has 2 columns named 'text' (--text-column); rename all but one of them."
+    )
+
+
+def test_other_columns_may_share_a_name(model, tmp_path):
+    # Only the column predict reads must be unique: `id,id` beside it is no concern of ours.
+    lines = ["id,id,text", *(f"{i},{i},{text}" for i, text in enumerate(TEXTS))]
+    (tmp_path / "new.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    rows = json.loads(predict(model, "--input", str(tmp_path / "new.csv"), "--format", "json"))
+    assert [row["text"] for row in rows] == TEXTS

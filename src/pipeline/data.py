@@ -77,23 +77,40 @@ def read_csv(path: Path, fix: str = "check the path") -> pd.DataFrame:
     return table
 
 
-def read_raw(path: Path, text_column: str, label_column: str) -> pd.DataFrame:
-    """Read the user's CSV and return its text and label columns as `text` and `label`."""
-    table = read_csv(path, fix="check data.raw in params.yaml")
-    columns = list(table.columns)
-    for column, key in ((text_column, "data.text_column"), (label_column, "data.label_column")):
-        if column not in columns:
-            found = ", ".join(columns)
+def read_columns(path: Path, columns: list[tuple[str, str]], fix: str) -> pd.DataFrame:
+    """Read a user's CSV (see read_csv) that must have each of `columns` exactly once and at
+    least one data row: the checks the clean stage and the predict command share.
+
+    `columns` pairs each column name with the setting that chose it (`data.text_column in
+    params.yaml`, `--text-column`), which the error names; `fix` is read_csv's.
+    """
+    table = read_csv(path, fix=fix)
+    found = list(table.columns)
+    for column, setting in columns:
+        if column not in found:
             raise PipelineError(
-                f"{path} has no column '{column}' ({key} in params.yaml); its columns are: {found}."
+                f"{path} has no column '{column}' ({setting}); its columns are: {', '.join(found)}."
             )
-        if columns.count(column) > 1:
+        # table[column] would then be a table of both, not one column of texts.
+        if found.count(column) > 1:
             raise PipelineError(
-                f"{path} has {columns.count(column)} columns named '{column}' ({key}); "
+                f"{path} has {found.count(column)} columns named '{column}' ({setting}); "
                 "rename all but one of them."
             )
     if table.empty:
         raise PipelineError(f"{path} has a header but no data rows.")
+    return table
+
+
+def read_raw(
+    path: Path, text_column: str, label_column: str, fix: str = "check data.raw in params.yaml"
+) -> pd.DataFrame:
+    """Read the user's CSV and return its text and label columns as `text` and `label`."""
+    settings = [
+        (text_column, "data.text_column in params.yaml"),
+        (label_column, "data.label_column in params.yaml"),
+    ]
+    table = read_columns(path, settings, fix)
     return pd.DataFrame({TEXT: table[text_column], LABEL: table[label_column]})
 
 
