@@ -68,6 +68,10 @@ def main(
     With train.processes N > 1 this command starts itself as N data-parallel processes (see
     pipeline.distributed); started by torchrun, it is one of them. Rank 0 writes the outputs.
     """
+    # First of all: no worker outlives its launcher, no stage outlives DVC (when killed).
+    from pipeline import distributed
+
+    distributed.end_with_starter()
     with user_errors():
         params = load_params(params_path)
     # Before torch loads: train.portable pins the kernels, for the same bytes on any x86-64 CPU.
@@ -76,7 +80,6 @@ def main(
     # and usage errors need not wait for.
     from dvclive import Live
 
-    from pipeline import distributed
     from pipeline.checkpoint import save_checkpoint
     from pipeline.training import train_model
 

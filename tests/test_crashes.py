@@ -1,6 +1,7 @@
 """A stage killed with SIGKILL (no handler runs: the OOM killer, a power cut) leaves nothing that
 the next `dvc repro` trips on: it reruns what is missing, its results equal an uninterrupted
-run's, and no temporary file stays anywhere in the repository (issue 15)."""
+run's, and no temporary file stays anywhere in the repository (issue 15). A SIGKILL of DVC
+alone ends the stage too, which then writes nothing more (issue 20)."""
 
 import json
 import os
@@ -9,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -23,6 +25,9 @@ OUTPUTS = (
     "reports/eval/metrics.json",
     "reports/eval/confusion.csv",
 )
+# After the killed stage's processes are gone, how long its outputs are watched for a write.
+# A process left running would write its curves after every epoch (0.1-0.3 s here).
+QUIET = 3
 
 
 def stage_pids(project: Path, stage: str) -> list[int]:
@@ -54,10 +59,26 @@ def temp_files(project: Path) -> list[str]:
     return found + [line for line in status.splitlines() if ".tmp" in line]
 
 
-def kill_stage(project: Path, stage: str, when, env: dict[str, str]) -> str:
-    """Start `dvc repro -f -s <stage>`, SIGKILL the stage's process once `when(line)` is true
-    for a line of its output (or, with when=None, once an atomic_path temporary file exists),
-    and return DVC's output. The repro must fail."""
+def stage_processes(project: Path, stage: str) -> list[psutil.Process]:
+    """The stage's process and its descendants (the workers of train.processes N > 1)."""
+    processes = []
+    for pid in stage_pids(project, stage):
+        try:
+            process = psutil.Process(pid)
+            processes += [process, *process.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pass
+    return processes
+
+
+def kill_stage(
+    project: Path, stage: str, when, env: dict[str, str], target: str = "stage"
+) -> tuple[str, list[psutil.Process]]:
+    """Start `dvc repro -f -s <stage>` and SIGKILL `target` once `when(line)` is true for a line
+    of its output (or, with when=None, once an atomic_path temporary file exists): "stage" the
+    stage's process, "dvc" DVC alone, "group" DVC's process group (DVC runs in a session of
+    its own, as under `setsid`). Return DVC's output and the stage's processes at the kill.
+    The repro must fail."""
     proc = subprocess.Popen(
         ["dvc", "repro", "-f", "-s", stage],
         cwd=project,
@@ -65,6 +86,7 @@ def kill_stage(project: Path, stage: str, when, env: dict[str, str]) -> str:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,
     )
     output = []
     deadline = time.monotonic() + 60
@@ -78,10 +100,15 @@ def kill_stage(project: Path, stage: str, when, env: dict[str, str]) -> str:
             while not [p for p in project.rglob(".*.tmp") if ".dvc" not in p.parts]:
                 assert time.monotonic() < deadline and proc.poll() is None, "no temporary file"
                 time.sleep(0.02)
-        pids = stage_pids(project, stage)
-        assert pids, "".join(output)
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
+        processes = stage_processes(project, stage)
+        assert processes, "".join(output)
+        if target == "stage":
+            for pid in stage_pids(project, stage):
+                os.kill(pid, signal.SIGKILL)
+        elif target == "dvc":
+            proc.kill()
+        else:
+            os.killpg(proc.pid, signal.SIGKILL)
         rest, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -89,7 +116,43 @@ def kill_stage(project: Path, stage: str, when, env: dict[str, str]) -> str:
             proc.wait()
     output.append(rest)
     assert proc.returncode != 0, "".join(output)
-    return "".join(output)
+    return "".join(output), processes
+
+
+def assert_nothing_outlives(processes: list[psutil.Process], model: Path, live_dir: Path) -> None:
+    """Within 10 s of the kill none of the training processes runs any more; then, for QUIET
+    seconds, no file beside `model` or in `live_dir` changes; the killed run never wrote
+    `model` (it was killed after its first epoch)."""
+    deadline = time.monotonic() + 10
+    while running := [p.pid for p in processes if _running(p)]:
+        assert time.monotonic() < deadline, f"still running 10 s after the kill: {running}"
+        time.sleep(0.05)
+    before = _files(model.parent, live_dir)
+    time.sleep(QUIET)
+    assert _files(model.parent, live_dir) == before
+    assert not model.exists()
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _files(*folders: Path) -> dict[Path, tuple[int, int, int]]:
+    """(inode, mtime, size) of every file in `folders`."""
+    files = {}
+    for folder in folders:
+        for path in folder.rglob("*"):
+            if path.is_file():
+                stat = path.stat()
+                files[path] = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    return files
+
+
+def after_epoch_1(line: str) -> bool:
+    return line.startswith("epoch   1/")
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +190,18 @@ def test_a_write_removes_temporary_files_a_killed_write_left(tmp_path):
 @pytest.mark.e2e
 def test_train_killed_mid_epoch(done):
     project, expected = done
-    output = kill_stage(project, "train", lambda line: line.startswith("epoch   1/"), user_env())
+    output, _ = kill_stage(project, "train", after_epoch_1, user_env())
     assert "epoch  40/" not in output
+    check_rerun(project, expected)
+
+
+@pytest.mark.e2e
+def test_train_ends_with_dvc_killed_alone(done):
+    """DVC's usual shell execs the stage's command: the stage is DVC's child, and its
+    parent-death signal ends it (pipeline.distributed.end_with_starter)."""
+    project, expected = done
+    _, processes = kill_stage(project, "train", after_epoch_1, user_env(), target="dvc")
+    assert_nothing_outlives(processes, project / "models/model.pt", project / "reports/train")
     check_rerun(project, expected)
 
 

@@ -1,6 +1,7 @@
 """End to end: the train stage on two gloo processes (train.processes: 2), under DVC, failing,
-interrupted, and as two simulated machines meeting through torchrun's c10d rendezvous."""
+interrupted, killed, and as two simulated machines meeting through torchrun's c10d rendezvous."""
 
+import resource
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import psutil
 import pytest
 import yaml
 
+from tests.test_crashes import after_epoch_1, assert_nothing_outlives, kill_stage
 from tests.test_e2e import make_project, sh, user_env
 
 pytestmark = pytest.mark.e2e
@@ -112,23 +114,33 @@ def test_two_machines_through_c10d_train_the_same_model_byte_for_byte(project, t
 # --- failures ----------------------------------------------------------------------------------
 
 
-def start_training(project: Path, tmp_path: Path, **env: str) -> subprocess.Popen:
-    """The train stage on two processes for 1000 epochs, writing under tmp_path."""
+def start_training(
+    project: Path, tmp_path: Path, torchrun: bool = False, **env: str
+) -> subprocess.Popen:
+    """The train stage on two processes for 1000 epochs, writing under tmp_path; started as
+    a user would, or by an outer `torchrun --standalone --nproc-per-node 2`."""
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["train"].update(epochs=1000, processes=2)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    command = [sys.executable, "stages/train.py", "--params", str(tmp_path / "params.yaml")]
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    command = [sys.executable, *(launcher if torchrun else []), "stages/train.py"]
     out = ["--model", str(tmp_path / "out/model.pt"), "--live-dir", str(tmp_path / "out/train")]
     return subprocess.Popen(
-        [*command, *STAGE_ARGS, *out],
+        [*command, "--params", str(tmp_path / "params.yaml"), *STAGE_ARGS, *out],
         cwd=project,
         env=user_env(**env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # As from a terminal (a background test run inherits SIGINT ignored).
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=_as_from_a_terminal,
     )
+
+
+def _as_from_a_terminal() -> None:
+    # A background test run inherits SIGINT ignored; and a worker crashed by a test leaves
+    # no core file in the project.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
 def workers_of(process: subprocess.Popen) -> list[psutil.Process]:
@@ -171,3 +183,70 @@ def test_interrupting_the_launcher_stops_every_process(project, tmp_path, sig):
     process.send_signal(sig)
     error = ends_cleanly(process, tmp_path, workers, time.monotonic())
     assert sig.name in error
+
+
+@pytest.mark.parametrize(("rank", "sig"), [(0, signal.SIGKILL), (1, signal.SIGSEGV)])
+def test_a_process_killed_or_crashed_is_one_sentence(project, tmp_path, rank, sig):
+    """The others lose a peer (gloo raises, with a traceback) or are stopped by the launcher
+    (click's "Aborted!"); none of that is shown, only which process died and how."""
+    process = start_training(project["path"], tmp_path)
+    workers = workers_of(process)
+    assert process.stdout.readline().startswith("epoch   1/1000")
+    next(w for w in workers if w.environ()["RANK"] == str(rank)).send_signal(sig)
+    error = ends_cleanly(process, tmp_path, workers, time.monotonic())
+    assert error == (
+        f"Error: Training process rank {rank} of 2 was ended by signal {sig.value} ({sig.name}); "
+        "the other processes were stopped and nothing was written."
+    )
+
+
+def test_a_bug_in_one_process_keeps_its_traceback(project, tmp_path):
+    process = start_training(project["path"], tmp_path, PIPELINE_TEST_BUG_RANK="1")
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0
+    assert "Traceback" in stderr and "RuntimeError: Injected bug on rank 1" in stderr, stderr
+    assert stderr.strip().splitlines()[-1].startswith("Error: A training process failed (")
+
+
+def test_workers_end_with_an_outer_torchrun_killed(project, tmp_path):
+    process = start_training(project["path"], tmp_path, torchrun=True)
+    workers = workers_of(process)
+    assert process.stdout.readline().startswith("epoch   1/1000")
+    process.kill()
+    assert_nothing_outlives(workers, tmp_path / "out/model.pt", tmp_path / "out/train")
+
+
+@pytest.mark.parametrize("target", ["stage", "group"])
+def test_nothing_outlives_a_killed_stage(project, target):
+    """SIGKILL of the launcher, or of DVC's process group (the launcher's workers are in
+    sessions of their own), mid-training: nothing runs on, nothing is written after, and the
+    rerun writes an uninterrupted run's bytes (curves with one row per epoch)."""
+    path = project["path"]
+    _, processes = kill_stage(path, "train", after_epoch_1, user_env(), target)
+    assert len(processes) == 3  # the launcher and its two workers
+    assert_nothing_outlives(processes, path / "models/model.pt", path / "reports/train")
+    sh(path, "dvc", "repro", "train")
+    epochs = yaml.safe_load((path / "params.yaml").read_text())["train"]["epochs"]
+    for name in CURVES:  # no rows from a run left over, interleaved with the rerun's
+        assert len((path / name).read_text().splitlines()) == 1 + epochs
+    assert outputs(path) == project["two"]
+
+
+FORKING_SHELL = """#!/bin/sh
+# Runs the command in a child process, as shells do for a command list (`a && b`).
+/bin/sh -c "$2"
+exit $?
+"""
+
+
+def test_nothing_outlives_dvc_killed_behind_a_forking_shell(project, tmp_path):
+    """DVC runs the command with $SHELL; this one does not exec it, so the launcher is DVC's
+    grandchild and DVC's death reaches it through its watcher thread, not the parent-death
+    signal. No rerun: the kills above check that, and no later test reads the outputs."""
+    shell = tmp_path / "forking-sh"
+    shell.write_text(FORKING_SHELL)
+    shell.chmod(0o755)
+    path = project["path"]
+    _, processes = kill_stage(path, "train", after_epoch_1, user_env(SHELL=str(shell)), "dvc")
+    assert len(processes) == 3
+    assert_nothing_outlives(processes, path / "models/model.pt", path / "reports/train")

@@ -5,26 +5,49 @@ train stage starts itself again as N worker processes through torch's elastic la
 code `torchrun --standalone --nproc-per-node N` runs) and waits for them. Each worker joins the
 process group, trains on its share of every step's batches, and rank 0 alone writes the
 outputs. Under an outer `torchrun` (several machines) the stage is a worker already: it joins.
+
+No process outlives the one that started it (end_with_starter): the launcher puts each worker
+in a session of its own, so a SIGKILL of the launcher, or of DVC's process group, never reaches
+the workers, which would train on and write outputs into the next run.
+
+torch loads inside the functions that use it (the names below are annotations only), so that
+the stage can call end_with_starter() first, before pipeline.portable chooses torch's kernels.
 """
 
+from __future__ import annotations
+
+import ctypes
 import logging
 import os
+import select
+import signal
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import torch
-import torch.distributed as dist
-from torch import nn
+from typing import TYPE_CHECKING
 
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
 # Tests only: the worker of this global rank stops with a user error after its first epoch,
 # so that tests can check that the other workers stop too (tests/test_distributed_stage.py).
 TEST_FAIL_RANK = "PIPELINE_TEST_FAIL_RANK"
+# Tests only: the worker of this global rank raises an unexpected error (a bug) after epoch 1.
+TEST_BUG_RANK = "PIPELINE_TEST_BUG_RANK"
+# Set by launch() for its workers: its pid, so that a worker can tell that its launcher died
+# before the worker set its guard (its parent is then another process).
+LAUNCHER_PID = "PIPELINE_LAUNCHER_PID"
+# What DVC sets for the commands of the stage it runs (dvc/stage/run.py), and nobody else.
+DVC_STAGE = "DVC_STAGE"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def launched() -> bool:
@@ -33,10 +56,14 @@ def launched() -> bool:
 
 
 def rank() -> int:
+    import torch.distributed as dist
+
     return dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", "0"))
 
 
 def world_size() -> int:
+    import torch.distributed as dist
+
     return dist.get_world_size() if dist.is_initialized() else 1
 
 
@@ -49,6 +76,9 @@ def is_main() -> bool:
 def process_group(device: torch.device, processes: int) -> Iterator[torch.device]:
     """Join the process group of the workers a launcher started, and yield this worker's
     device (cuda:LOCAL_RANK on GPUs); outside a launcher, yield `device` and do nothing."""
+    import torch
+    import torch.distributed as dist
+
     if not launched():
         yield device
         return
@@ -76,6 +106,8 @@ def process_group(device: torch.device, processes: int) -> Iterator[torch.device
 
 def data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
     """`model` wrapped in DDP (which averages gradients over processes), or itself alone."""
+    from torch import nn
+
     if world_size() == 1:
         return model
     return nn.parallel.DistributedDataParallel(
@@ -90,15 +122,22 @@ def sum_across(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """The element-wise sum of `tensor` over all processes (on the CPU); itself with one."""
     if world_size() == 1:
         return tensor
+    import torch.distributed as dist
+
     total = tensor.to(device)
     dist.all_reduce(total)
     return total.cpu()
 
 
 def fail_if_testing(epoch: int) -> None:
-    """Tests only (TEST_FAIL_RANK): stop this worker with a user error after epoch 1."""
-    if epoch == 1 and os.environ.get(TEST_FAIL_RANK) == str(rank()):
+    """Tests only: after epoch 1, stop this worker with a user error (TEST_FAIL_RANK) or with
+    an unexpected exception, as a bug would (TEST_BUG_RANK)."""
+    if epoch != 1:
+        return
+    if os.environ.get(TEST_FAIL_RANK) == str(rank()):
         raise PipelineError(f"Injected failure on rank {rank()} ({TEST_FAIL_RANK}, tests only).")
+    if os.environ.get(TEST_BUG_RANK) == str(rank()):
+        raise RuntimeError(f"Injected bug on rank {rank()} ({TEST_BUG_RANK}, tests only).")
 
 
 def launch(processes: int, script: Path, args: list[str]) -> None:
@@ -106,10 +145,11 @@ def launch(processes: int, script: Path, args: list[str]) -> None:
     --standalone --nproc-per-node processes` would, and wait for them.
 
     Workers' stdout (rank 0's progress lines) passes through; their stderr goes to files, and
-    this process prints it: rank 0's after a success, one sentence after a failure (the first
-    `Error:` line a worker printed, so the other workers' reports of a lost peer stay hidden).
-    A failure, or SIGINT / SIGTERM to this process, stops every worker (SIGKILL after 10 s)
-    and raises PipelineError.
+    this process prints it: rank 0's after a success, one sentence after a failure (see
+    _failure: the other workers' reports of a lost peer stay hidden). A failure, or SIGINT /
+    SIGTERM to this process, stops every worker (SIGKILL after 10 s) and raises PipelineError.
+    Call it from the main thread: workers get their parent-death signal when the thread that
+    started them ends (end_with_starter), and torch starts them from the calling thread.
     """
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
     from torch.distributed.elastic.multiprocessing.api import SignalException
@@ -119,6 +159,7 @@ def launch(processes: int, script: Path, args: list[str]) -> None:
     # gloo takes its address from the host name, which in containers may not be reachable;
     # all workers are on this machine. A user's own setting wins.
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    os.environ[LAUNCHER_PID] = str(os.getpid())
     # The launcher logs each worker it stops; the one sentence below says what happened.
     for name in ("torch.distributed.elastic", "torch.distributed.launcher"):
         logger = logging.getLogger(name)
@@ -140,7 +181,7 @@ def launch(processes: int, script: Path, args: list[str]) -> None:
         try:
             elastic_launch(config, sys.executable)(str(script), *args)
         except ChildFailedError as err:
-            raise PipelineError(_failure(logs, err)) from None
+            raise PipelineError(_failure(logs, err, processes)) from None
         except SignalException as err:
             raise PipelineError(
                 f"Training stopped by {err.sigval.name}: all {processes} processes were ended "
@@ -155,15 +196,121 @@ def _stderr(logs: str) -> dict[int, str]:
     return {int(f.parent.name): f.read_text(errors="replace") for f in files}
 
 
-def _failure(logs: str, err: Exception) -> str:
+def _failure(logs: str, err: ChildFailedError, processes: int) -> str:
+    """The sentence for a failed run: a worker's user error; else the worker that died of a
+    signal; else (a bug) the failed workers' output, printed here, and which ones failed."""
     stderr = _stderr(logs)
     for local_rank in sorted(stderr):
         for line in stderr[local_rank].splitlines():
             if line.startswith("Error: "):
                 return line.removeprefix("Error: ")
-    # Not a user error: a bug or a killed process; show what the failed workers printed.
-    failures = getattr(err, "failures", {})
-    for global_rank, failure in sorted(failures.items()):
+    # A worker killed outright (SIGKILL: out of memory, a user) or crashed in native code
+    # (SIGSEGV, SIGABRT) is the cause: the others then lost a peer (gloo's "Connection closed
+    # by peer" traceback) or were stopped by the launcher's SIGTERM (click's "Aborted!", or
+    # exit on the signal), and their output would only bury it. Failures are in the order the
+    # launcher saw them.
+    for global_rank, failure in err.failures.items():
+        if failure.exitcode < 0 and failure.exitcode != -signal.SIGTERM:
+            return (
+                f"Training process rank {global_rank} of {processes} was ended by signal "
+                f"{-failure.exitcode} ({failure.signal_name()}); the other processes were "
+                "stopped and nothing was written."
+            )
+    # A bug: what the failed workers printed (tracebacks), less those the launcher stopped.
+    failed = {r: f for r, f in err.failures.items() if f.exitcode != -signal.SIGTERM}
+    for global_rank, failure in sorted((failed or err.failures).items()):
         sys.stderr.write(f"--- rank {global_rank} ---\n{stderr.get(failure.local_rank, '')}")
-    codes = ", ".join(f"rank {r} exit code {f.exitcode}" for r, f in sorted(failures.items()))
+    codes = ", ".join(f"rank {r} exit code {f.exitcode}" for r, f in sorted(err.failures.items()))
     return f"A training process failed ({codes}); its output is above."
+
+
+# --- no process outlives the one that started it ----------------------------------------------
+
+
+def end_with_starter() -> None:
+    """Make this process end (SIGKILL) when the process that started it ends: a worker with its
+    launcher (launch() or an outer torchrun), a stage that DVC runs with DVC. A SIGKILL of the
+    launcher or of DVC (the OOM killer, CI's `timeout -s KILL`) leaves no handler to stop
+    the workers, which torch's launcher puts in sessions of their own, out of reach of a kill
+    of the process group. A stage started by hand (`nohup python stages/train.py`) is left be.
+
+    The parent-death signal (Linux's PR_SET_PDEATHSIG) is the kernel's: it fires even when the
+    parent dies at once, with no code of ours running. It is set here, after this process
+    started, so the parent may already be gone: the parent is then checked to be the expected
+    one. Under an outer torchrun the launcher's pid is not known: a launcher that dies in the
+    moment before this call (this process's first ~0.2 s) leaves this worker running.
+    Elsewhere than Linux this does nothing.
+    """
+    if sys.platform != "linux":
+        return
+    if launched():
+        launcher = os.environ.get(LAUNCHER_PID)
+        _end_with_parent(int(launcher) if launcher else os.getppid())
+    elif DVC_STAGE in os.environ:
+        dvc = _dvc_process()
+        if dvc is not None and dvc != os.getppid():
+            _end_with_ancestor(dvc)
+        else:
+            _end_with_parent(dvc)
+
+
+def _end_with_parent(expected: int | None) -> None:
+    """The parent-death signal, then the check that the parent is `expected` (still alive)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != expected:
+        _die()
+
+
+def _end_with_ancestor(pid: int) -> None:
+    """Watch an ancestor that is not the parent (DVC, when the shell it runs a command with
+    does not exec the command), which the parent-death signal cannot: a thread waits on a
+    pidfd, which becomes readable when the process ends, whatever reuses its pid later."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        _die()
+    if _dvc_process() != pid:  # it died before pidfd_open, and `pid` is another process now
+        _die()
+
+    def watch() -> None:
+        select.select([pidfd], [], [])
+        _die()
+
+    threading.Thread(target=watch, name="end-with-dvc", daemon=True).start()
+
+
+def _dvc_process() -> int | None:
+    """The DVC process running this stage: the nearest ancestor without this stage's
+    DVC_STAGE (a shell that DVC started in between has it too). None when that ancestor is in
+    another process group: DVC never moves its commands to another group, so DVC has died and
+    the ancestor is the process that adopted its orphans (init, a subreaper)."""
+    mark = f"{DVC_STAGE}={os.environ[DVC_STAGE]}".encode()
+    try:
+        pid = os.getppid()
+        while mark in _environment(pid):
+            pid = _stat(pid)[0]
+        return pid if _stat(pid)[1] == os.getpgrp() else None
+    except FileNotFoundError:  # an ancestor ended while we looked
+        return None
+
+
+def _die() -> None:
+    """End at once, as the parent-death signal would have (never returns)."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _environment(pid: int) -> list[bytes]:
+    """The environment process `pid` started with; none if it is another user's."""
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except PermissionError:
+        return []
+
+
+def _stat(pid: int) -> tuple[int, int]:
+    """The parent pid and process group of process `pid` (from /proc/PID/stat)."""
+    # The command name, in parentheses, may hold spaces and parentheses: split after the last.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[1]), int(fields[2])
