@@ -3,6 +3,7 @@ PE plots)."""
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import pandas as pd
@@ -17,7 +18,10 @@ from pipeline.cli import params_option, test_option, user_errors, val_option
 from pipeline.config import PATHS, load_params
 from pipeline.data import LABEL, TEXT, read_table
 from pipeline.errors import PipelineError
-from pipeline.evaluation import accuracy, summary_metrics, summary_of_test, write_scores
+from pipeline.evaluation import Predictions, accuracy, summary_of_test, write_scores
+
+if TYPE_CHECKING:
+    from pipeline.checkpoint import Checkpoint  # loads torch
 
 
 @click.command()
@@ -33,7 +37,8 @@ from pipeline.evaluation import accuracy, summary_metrics, summary_of_test, writ
     "--output",
     type=click.Path(path_type=Path),
     required=True,
-    help="Directory to write metrics.json, confusion.csv, per_class.csv and PNGs to.",
+    help="Directory to write metrics.json, confusion.csv, per_class.csv, per_class_test.csv and "
+    "PNGs to.",
 )
 @test_option
 @params_option
@@ -56,7 +61,6 @@ def main(
 
     from pipeline.checkpoint import load_checkpoint
     from pipeline.plots import positional_encoding_plots
-    from pipeline.predict import predict_labels
 
     with user_errors(output):
         checkpoint = load_checkpoint(model_path)
@@ -66,20 +70,10 @@ def main(
         labels = checkpoint.vocab.labels
         val = read_known(val_path, model_path, labels)
         test = read_known(test_path, model_path, labels, allow_empty=True) if test_path else None
-        # What each of the model's two paths scores alone: the transformer is the part the
-        # positional encoding acts on, the n-gram path the part a linear model could do.
-        alone = PATHS if checkpoint.model.ngrams is not None else ()
-        y_true = list(val[LABEL])
-        predicted = predict_labels(checkpoint, list(val[TEXT]), ("both", *alone))
-        parts = {f"accuracy_{part}_only": accuracy(y_true, predicted[part]) for part in alone}
-        if test is not None and not test.empty:
-            # Rows that neither training nor any choice of params has seen.
-            test_true = list(test[LABEL])
-            on_test = predict_labels(checkpoint, list(test[TEXT]), ("both", *alone))
-            scores = summary_metrics(test_true, on_test["both"], checkpoint.vocab.labels)
-            scores |= {f"accuracy_{p}_only": accuracy(test_true, on_test[p]) for p in alone}
-            parts["test"] = scores
-        metrics = write_scores(output, y_true, predicted["both"], checkpoint.vocab.labels, parts)
+        on_val = predictions(checkpoint, val)
+        # Rows that neither training nor any choice of params has seen.
+        on_test = predictions(checkpoint, test) if test is not None and not test.empty else None
+        metrics = write_scores(output, labels, on_val, on_test)
         config = checkpoint.config
         table = checkpoint.model.position_table()
         positional_encoding_plots(
@@ -90,13 +84,25 @@ def main(
             output,
             pretrained=config.pretrained if config.encoder == "pretrained" else None,
         )
-    paths = "".join(f", {key} {value:.4f}" for key, value in parts.items() if key != "test")
-    on_test = summary_of_test(metrics)
+    paths = "".join(f", {key} {value:.4f}" for key, value in on_val.extra.items())
     click.echo(
         f"evaluate: accuracy {metrics['accuracy']:.4f}, macro_f1 "
-        f"{metrics['macro_f1']:.4f}{paths} on {metrics['rows']} validation rows{on_test} "
-        f"-> {output}"
+        f"{metrics['macro_f1']:.4f}{paths} on {len(on_val.true)} validation rows"
+        f"{summary_of_test(metrics, on_test)} -> {output}"
     )
+
+
+def predictions(checkpoint: "Checkpoint", table: pd.DataFrame) -> Predictions:
+    """The model's labels for `table`'s rows, with the accuracy of each of its two paths alone:
+    the transformer is the part the positional encoding acts on, the n-gram path the part a
+    linear model could do."""
+    from pipeline.predict import predict_labels  # loads torch: after portable.apply, as main's
+
+    alone = PATHS if checkpoint.model.ngrams is not None else ()
+    true = list(table[LABEL])
+    by_path = predict_labels(checkpoint, list(table[TEXT]), ("both", *alone))
+    scores = {f"accuracy_{path}_only": accuracy(true, by_path[path]) for path in alone}
+    return Predictions(true, by_path["both"], scores)
 
 
 def read_known(

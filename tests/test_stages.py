@@ -172,8 +172,9 @@ def split_args(tmp_path: Path, clean_csv: Path, test: bool = True) -> list[str]:
 @pytest.mark.parametrize("test_size", [0.25, 0.0])
 def test_test_rows_are_split_off_and_scored_by_evaluate_and_baseline(tmp_path, test_size):
     """The stage commands as dvc.yaml runs them: with split.test_size above 0, evaluate and
-    baseline add the test rows' scores under `test`; with 0, test.csv is a header only and
-    neither metrics.json has a `test` key."""
+    baseline add the test rows' headline scores under `test` and their per-class scores to
+    per_class_test.csv; with 0, test.csv and per_class_test.csv are a header only and neither
+    metrics.json has a `test` key."""
     clean_csv = tmp_path / "clean.csv"
     synthetic_table(["A", "B", "C"], 40).to_csv(clean_csv, index=False)
     write_params(tmp_path, split={"test_size": test_size}, **TINY)
@@ -201,11 +202,17 @@ def test_test_rows_are_split_off_and_scored_by_evaluate_and_baseline(tmp_path, t
         assert result.returncode == 0, (stage, result.stderr)
     split = json.loads((reports / "split.json").read_text())
     model_metrics = json.loads((reports / "eval" / "metrics.json").read_text())
-    baseline = json.loads((reports / "baseline" / "metrics.json").read_text())
+    baseline = json.loads((reports / "baseline" / "metrics.json").read_text())["baseline"]
+    per_class = {
+        (stage, rows): pd.read_csv(reports / stage / f"per_class{rows}.csv")
+        for stage in ("eval", "baseline")
+        for rows in ("", "_test")
+    }
     if test_size == 0:
         assert test.read_text() == "text,label\n"
         assert split["test"] == {}
         assert "test" not in model_metrics and "test" not in baseline
+        assert per_class["eval", "_test"].empty and per_class["baseline", "_test"].empty
         return
     assert split["duplicates_removed"] == 0
     assert split["test"] == {"A": 10, "B": 10, "C": 10}
@@ -213,12 +220,17 @@ def test_test_rows_are_split_off_and_scored_by_evaluate_and_baseline(tmp_path, t
     texts = [set(pd.read_csv(data / f"{part}.csv")[TEXT]) for part in ("train", "val", "test")]
     assert not (texts[0] & texts[2] or texts[1] & texts[2])
     for metrics in (model_metrics, baseline):
-        assert metrics["test"]["rows"] == 30
         assert 0 <= metrics["test"]["accuracy"] <= 1
         assert 0 <= metrics["test"]["macro_f1"] <= 1
-        assert "per_class" not in metrics["test"]
-        assert metrics["rows"] == 36  # the validation scores are still the top-level ones
-    assert {"accuracy_transformer_only", "accuracy_ngrams_only"} <= set(model_metrics["test"])
+    alone = {"accuracy_transformer_only", "accuracy_ngrams_only"}
+    assert set(model_metrics["test"]) == {"accuracy", "macro_f1", *alone}
+    assert set(baseline["test"]) == {"accuracy", "macro_f1"}
+    # Per class: the validation rows' (still the top-level scores) and the test rows' apart.
+    for stage in ("eval", "baseline"):
+        for rows, count in (("", 12), ("_test", 10)):
+            table = per_class[stage, rows]
+            assert table["label"].tolist() == ["A", "B", "C"], (stage, rows)
+            assert table["support"].tolist() == [count] * 3, (stage, rows)
 
 
 def test_split_with_test_size_but_no_test_path_fails_cleanly(tmp_path):
