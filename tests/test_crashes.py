@@ -122,15 +122,21 @@ def kill_stage(
 def assert_nothing_outlives(processes: list[psutil.Process], model: Path, live_dir: Path) -> None:
     """Within 10 s of the kill none of the training processes runs any more; then, for QUIET
     seconds, no file beside `model` or in `live_dir` changes; the killed run never wrote
-    `model` (it was killed after its first epoch)."""
-    deadline = time.monotonic() + 10
-    while running := [p.pid for p in processes if _running(p)]:
-        assert time.monotonic() < deadline, f"still running 10 s after the kill: {running}"
-        time.sleep(0.05)
-    before = _files(model.parent, live_dir)
-    time.sleep(QUIET)
-    assert _files(model.parent, live_dir) == before
-    assert not model.exists()
+    `model` (it was killed after its first epoch). Ends any left, so as not to upset later
+    tests."""
+    try:
+        deadline = time.monotonic() + 10
+        while running := [p.pid for p in processes if _running(p)]:
+            assert time.monotonic() < deadline, f"still running 10 s after the kill: {running}"
+            time.sleep(0.05)
+        before = _files(model.parent, live_dir)
+        time.sleep(QUIET)
+        assert _files(model.parent, live_dir) == before
+        assert not model.exists()
+    finally:
+        for process in processes:
+            if _running(process):
+                process.kill()
 
 
 def _running(process: psutil.Process) -> bool:

@@ -19,11 +19,11 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import select
 import signal
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -237,9 +237,9 @@ def end_with_starter() -> None:
     The parent-death signal (Linux's PR_SET_PDEATHSIG) is the kernel's: it fires even when the
     parent dies at once, with no code of ours running. It is set here, after this process
     started, so the parent may already be gone: the parent is then checked to be the expected
-    one. Under an outer torchrun the launcher's pid is not known: a launcher that dies in the
-    moment before this call (this process's first ~0.2 s) leaves this worker running.
-    Elsewhere than Linux this does nothing.
+    one. Under an outer torchrun the launcher's pid is not known: a launcher that dies before
+    this call (in the worker's first 0.7 s or so, its imports: pandas) leaves the worker
+    running. Elsewhere than Linux this does nothing.
     """
     if sys.platform != "linux":
         return
@@ -248,13 +248,15 @@ def end_with_starter() -> None:
         _end_with_parent(int(launcher) if launcher else os.getppid())
     elif DVC_STAGE in os.environ:
         dvc = _dvc_process()
-        if dvc is not None and dvc != os.getppid():
-            _end_with_ancestor(dvc)
-        else:
+        if dvc is None:  # DVC died before we looked
+            _die()
+        elif dvc == os.getppid():
             _end_with_parent(dvc)
+        else:
+            _end_with_ancestor(dvc)
 
 
-def _end_with_parent(expected: int | None) -> None:
+def _end_with_parent(expected: int) -> None:
     """The parent-death signal, then the check that the parent is `expected` (still alive)."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
@@ -263,19 +265,15 @@ def _end_with_parent(expected: int | None) -> None:
         _die()
 
 
-def _end_with_ancestor(pid: int) -> None:
-    """Watch an ancestor that is not the parent (DVC, when the shell it runs a command with
-    does not exec the command), which the parent-death signal cannot: a thread waits on a
-    pidfd, which becomes readable when the process ends, whatever reuses its pid later."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        _die()
-    if _dvc_process() != pid:  # it died before pidfd_open, and `pid` is another process now
-        _die()
+def _end_with_ancestor(dvc: int) -> None:
+    """Watch DVC when it is not the parent (the shell it runs the command with forked instead
+    of exec), which the parent-death signal cannot: a thread looks twice a second that DVC
+    still runs this stage (once it dies, the shell is adopted by a process in another group).
+    Not a pidfd: os.pidfd_open needs Linux 5.3, and clusters still run 4.18 (RHEL 8)."""
 
     def watch() -> None:
-        select.select([pidfd], [], [])
+        while _dvc_process() == dvc:
+            time.sleep(0.5)
         _die()
 
     threading.Thread(target=watch, name="end-with-dvc", daemon=True).start()
