@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from pipeline.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from pipeline.checkpoint import FORMAT, Checkpoint, load_checkpoint, save_checkpoint
 from pipeline.encoding import encode_table, subwords_of
 from pipeline.errors import PipelineError
 from pipeline.model import TextClassifier
@@ -28,7 +28,7 @@ def make_checkpoint(params, **model_overrides) -> Checkpoint:
             model.ngrams.weight.weight.normal_()
     initial = None
     if config.pos_encoding == "learned":
-        initial = model.positions.table.detach().clone() + 1.0
+        initial = model.position_table().detach().clone() + 1.0
     return Checkpoint(model, vocab, config, params.clean, 2, initial, trained_positions=11)
 
 
@@ -216,6 +216,32 @@ def test_a_checkpoint_of_another_version_says_what_to_do(tmp_path, params, chang
     with pytest.raises(PipelineError, match=expected) as error:
         load_checkpoint(path)
     assert "dvc repro train" in str(error.value) or "update the code" in str(error.value)
+
+
+def format_5_name(key: str) -> str:
+    """A weight's name before format 6 put every encoder weight under `encoder.`."""
+    if key.startswith("encoder.transformer."):
+        return key.replace("encoder.transformer.", "encoder.", 1)
+    return key.removeprefix("encoder.")
+
+
+def test_a_format_5_checkpoint_is_one_sentence_asking_to_retrain(tmp_path, params):
+    """A model.pt of format 5, its weights under their old names: refused before they
+    are read, with what to run: not a key error, nor "not a complete checkpoint"."""
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, make_checkpoint(params))
+    payload = torch.load(path, weights_only=True)
+    payload["format"] = 5
+    payload["state_dict"] = {format_5_name(k): v for k, v in payload["state_dict"].items()}
+    assert "embedding.weight" in payload["state_dict"]
+    assert "encoder.layers.0.linear1.weight" in payload["state_dict"]
+    torch.save(payload, path)
+    with pytest.raises(PipelineError) as error:
+        load_checkpoint(path)
+    assert str(error.value) == (
+        f"{path} was trained by an older version of this pipeline (checkpoint format 5, this "
+        f"version reads {FORMAT}); retrain it with `dvc repro train`."
+    )
 
 
 def test_the_input_constants_travel_with_the_checkpoint(tmp_path, params):

@@ -159,9 +159,9 @@ def test_exp_run_reruns_only_train_and_evaluate(repro_project):
     assert "epoch   1/1" in out
     # The model that ran has the fixed table (not a trained copy of it) and its picture changed.
     model = load_checkpoint(repro_project / "models" / "model.pt").model
-    assert model.positions.kind == "sinusoidal"
-    assert torch.equal(model.positions.table, sinusoidal_table(*model.positions.table.shape))
-    assert "positions.table" not in dict(model.named_parameters())
+    table = model.position_table()
+    assert torch.equal(table, sinusoidal_table(*table.shape))
+    assert not any(p is table for p in model.parameters())
     assert read(repro_project, "reports/eval/pe_final.png") != learned_picture
     sh(repro_project, "git", "checkout", "-q", "--", ".")
     sh(repro_project, "dvc", "checkout", "-q")

@@ -8,7 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.model import NGRAM_SCALE, PositionalEncoding, TextClassifier, sinusoidal_table
+from pipeline.model import (
+    NGRAM_SCALE,
+    PositionalEncoding,
+    ScratchEncoder,
+    TextClassifier,
+    sinusoidal_table,
+)
 from pipeline.vocab import PAD_ID
 
 VOCAB_SIZE, CLASSES = 30, 3
@@ -95,7 +101,7 @@ def test_without_encoding_mean_pooling_ignores_word_order(params):
 
 def test_learned_table_is_a_trainable_parameter(params):
     model = make_model(params, pos_encoding="learned")
-    table = model.positions.table
+    table = model.encoder.positions.table
     assert isinstance(table, nn.Parameter)
     assert table.requires_grad
     assert table.shape == (params.model.max_seq_len, params.model.d_model)
@@ -110,11 +116,11 @@ def test_learned_table_is_a_trainable_parameter(params):
 
 def test_sinusoidal_table_is_a_buffer_not_a_parameter(params):
     model = make_model(params, pos_encoding="sinusoidal")
-    table = model.positions.table
+    table = model.encoder.positions.table
     assert not isinstance(table, nn.Parameter)
     assert not any(p is table for p in model.parameters())
     assert any(b is table for b in model.buffers())
-    assert "positions.table" in model.state_dict()
+    assert "encoder.positions.table" in model.state_dict()
     expected = sinusoidal_table(params.model.max_seq_len, params.model.d_model)
     assert torch.equal(table, expected)
 
@@ -122,8 +128,8 @@ def test_sinusoidal_table_is_a_buffer_not_a_parameter(params):
 def test_none_encoding_adds_nothing(params):
     model = make_model(params, pos_encoding="none")
     x = torch.randn(2, 5, params.model.d_model)
-    assert model.positions(x) is x
-    assert "positions.table" not in model.state_dict()
+    assert model.encoder.positions(x) is x
+    assert "encoder.positions.table" not in model.state_dict()
 
 
 def test_positional_encoding_adds_the_first_rows_of_the_table():
@@ -152,7 +158,7 @@ def test_sinusoidal_table_with_odd_d_model():
 
 def test_padding_embedding_is_zero(params):
     model = make_model(params)
-    assert torch.equal(model.embedding.weight[PAD_ID], torch.zeros(params.model.d_model))
+    assert torch.equal(model.encoder.embedding.weight[PAD_ID], torch.zeros(params.model.d_model))
 
 
 @torch.no_grad()
@@ -162,9 +168,9 @@ def test_a_token_is_the_mean_of_its_word_vector_and_its_ngram_vectors(params):
     counts = torch.tensor([[2, 0, 3], [1, 0, 0]], dtype=torch.int32)  # padding has none
     flat = torch.tensor([1, 2, 7, 7, 9, 4], dtype=torch.int32)  # row after row, token by token
     seen = []
-    model.positions.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    model.encoder.positions.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
     model(tokens=tokens, padding_mask=mask, subwords=flat, subword_counts=counts)
-    word, grams = model.embedding.weight, model.subwords.weight
+    word, grams = model.encoder.embedding.weight, model.encoder.subwords.weight
     expected = torch.stack(
         [
             torch.stack(
@@ -183,13 +189,26 @@ def test_a_token_is_the_mean_of_its_word_vector_and_its_ngram_vectors(params):
 @pytest.mark.parametrize("rate", [0.0, 0.3])
 def test_attention_dropout_is_its_own_rate(params, rate):
     model = make_model(params, dropout=0.1, attention_dropout=rate)
-    assert all(layer.self_attn.dropout == rate for layer in model.encoder.layers)
-    assert all(layer.dropout1.p == 0.1 for layer in model.encoder.layers)
+    assert all(layer.self_attn.dropout == rate for layer in model.encoder.transformer.layers)
+    assert all(layer.dropout1.p == 0.1 for layer in model.encoder.transformer.layers)
 
 
 def test_pre_norm_has_a_final_norm_and_post_norm_does_not(params):
-    assert isinstance(make_model(params, norm_first=True).encoder.norm, nn.LayerNorm)
-    assert make_model(params, norm_first=False).encoder.norm is None
+    assert isinstance(make_model(params, norm_first=True).encoder.transformer.norm, nn.LayerNorm)
+    assert make_model(params, norm_first=False).encoder.transformer.norm is None
+
+
+@torch.no_grad()
+def test_the_encoder_gives_token_states_that_the_head_pools(params):
+    model = make_model(params)
+    assert isinstance(model.encoder, ScratchEncoder)
+    assert model.encoder.encoder_parameters() == []  # all trained at train.lr
+    assert model.position_table() is model.encoder.positions.table
+    tokens, mask = pad([[3, 4, 5], [6, 7]], 3)
+    states, padding = model.token_states(tokens, mask)
+    assert states.shape == (2, 3, params.model.d_model) == (2, 3, model.encoder.width)
+    assert padding is mask
+    assert torch.equal(model.classify(states, padding), logits(model, [[3, 4, 5], [6, 7]], 3))
 
 
 def inputs(tokens, mask, ids, counts) -> dict:

@@ -14,7 +14,7 @@ import torch
 from pipeline import pretrained
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.errors import PipelineError
-from pipeline.model import sinusoidal_table
+from pipeline.model import PretrainedEncoder, sinusoidal_table
 from pipeline.plots import positional_encoding_plots
 from pipeline.predict import predict_labels, predict_texts
 from pipeline.training import train_model
@@ -205,6 +205,18 @@ def test_fine_tunes_saves_and_predicts_from_the_checkpoint_alone(tmp_path, train
     assert not torch.equal(table, loaded.initial_positions)
 
 
+@torch.no_grad()
+def test_the_pretrained_encoder_gives_token_states_and_trains_at_its_own_rate(trained):
+    model = trained.model
+    assert isinstance(model.encoder, PretrainedEncoder)
+    assert model.encoder.encoder_parameters() == list(model.encoder.bert.parameters())
+    tokens = torch.tensor([[2, 7, 8, 3], [2, 9, 3, 0]])
+    states, padding = model.token_states(tokens, tokens == 0)
+    assert states.shape == (2, 4, 16) == (2, 4, model.encoder.width)
+    expected = model(tokens=tokens, padding_mask=tokens == 0, part="transformer")
+    assert torch.equal(model.classify(states, padding), expected)
+
+
 def test_training_twice_gives_the_same_bytes(tmp_path, trained, tables, base_model):
     again = train(tables, pretrained_params(base_model), base_model)
     save_checkpoint(tmp_path / "a.pt", trained)
@@ -216,7 +228,7 @@ def test_training_twice_gives_the_same_bytes(tmp_path, trained, tables, base_mod
 def test_replaced_position_embeddings_stay_fixed(kind, tables, base_model):
     params = pretrained_params(base_model, pos_encoding=kind, ngram_path=False)
     checkpoint = train(tables, params, base_model)
-    table = checkpoint.model.bert.embeddings.position_embeddings.weight
+    table = checkpoint.model.encoder.bert.embeddings.position_embeddings.weight
     if kind == "none":
         assert checkpoint.model.position_table() is None
         assert not table.any()

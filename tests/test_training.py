@@ -126,7 +126,7 @@ def test_checkpoint_holds_the_trained_model(trained, split):
     # The learned encoding moved away from the copy taken before training.
     initial = checkpoint.initial_positions
     assert initial is not None
-    assert not torch.equal(initial, checkpoint.model.positions.table.detach())
+    assert not torch.equal(initial, checkpoint.model.position_table().detach())
     # The returned model is the one whose accuracy was reported for the last epoch.
     subwords = subwords_of(checkpoint.config)
     encoded_val = encode_table(val, vocab, checkpoint.config.max_seq_len, False, subwords)

@@ -26,8 +26,10 @@ from pipeline.vocab import Vocab
 # the input constants below and uncapped the n-grams per token; format 3 holds the `model`
 # params section instead of the whole `train` section; format 4 the pretrained encoder's
 # config.json and tokenizer.json (None for the from-scratch encoder); format 5 the
-# model.attention_dropout param.
-FORMAT = 5
+# model.attention_dropout param; format 6 holds every weight of the encoder under `encoder.`
+# (model.ScratchEncoder's `encoder.embedding.weight`, `encoder.transformer.layers.0. ...`;
+# model.PretrainedEncoder's `encoder.bert. ...`).
+FORMAT = 6
 
 
 @dataclass

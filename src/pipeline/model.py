@@ -1,7 +1,10 @@
-"""The classifier: token embedding + positional encoding + Transformer encoder + pooling + head,
-plus an optional linear path on the row's TF-IDF-weighted character n-grams (wide & deep).
-The encoder is trained from scratch, or is a pretrained BERT-family encoder (pipeline.pretrained)
-with its own word-piece ids and position embeddings, fine-tuned."""
+"""The classifier: an encoder's token states, pooled, through a small MLP head, plus an optional
+linear path on the row's TF-IDF-weighted character n-grams whose logits are added (wide & deep).
+
+Two encoders share one interface (Encoder: token states and the positional table):
+ScratchEncoder, token embedding + positional encoding + Transformer encoder, trained from
+scratch; PretrainedEncoder, a BERT-family encoder (pipeline.pretrained) with its own word-piece
+ids and position embeddings, fine-tuned. new_encoder picks one, once, from model.encoder."""
 
 import math
 from collections.abc import Iterator
@@ -91,50 +94,40 @@ def regular_attention() -> Iterator[None]:
         torch.backends.mha.set_fastpath_enabled(before)
 
 
-class TextClassifier(nn.Module):
-    def __init__(
-        self,
-        vocab_size: int,
-        num_classes: int,
-        params: ModelParams,
-        ngram_scale: float = NGRAM_SCALE,
-        encoder_config: dict | None = None,
-    ) -> None:
-        """`encoder_config` is the pretrained encoder's config.json (model.encoder 'pretrained'):
-        it builds an untrained copy, whose weights come from the files or a checkpoint."""
-        super().__init__()
-        self.ngram_scale = ngram_scale
-        self.pooling = params.pooling
-        self.pos_encoding = params.pos_encoding
-        self.bert = self.embedding = self.subwords = self.positions = self.encoder = None
-        if params.encoder == "pretrained":
-            if encoder_config is None:
-                raise ValueError("model.encoder 'pretrained' needs the encoder's config.json")
-            longest = encoder_config.get("max_position_embeddings", 512)
-            if params.max_seq_len > longest:
-                raise PipelineError(
-                    f"'model.max_seq_len' ({params.max_seq_len}) is longer than the pretrained "
-                    f"encoder's {longest} position embeddings; use at most {longest}."
-                )
-            self.bert = pretrained.bert(encoder_config)
-            width = self.bert.config.hidden_size
-        else:
-            width = params.d_model
-            self._scratch_encoder(vocab_size, params)
-        self.head = nn.Sequential(
-            nn.Linear(width, width),
-            nn.GELU(),
-            nn.Dropout(params.dropout),
-            nn.Linear(width, num_classes),
-        )
-        self.ngrams = (
-            NgramPath(params.subword_buckets, num_classes, ngram_scale)
-            if params.ngram_path
-            else None
-        )
-        self.transformer_dropout = params.transformer_dropout
+class Encoder(nn.Module):
+    """What the classifier needs of an encoder: a state per token, and the positional table
+    that the pictures and a loss on positions read."""
 
-    def _scratch_encoder(self, vocab_size: int, params: ModelParams) -> None:
+    width: int  # the size of a token state
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        padding_mask: torch.Tensor,
+        subwords: torch.Tensor | None = None,
+        subword_counts: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """States (batch, seq, width) for token ids (batch, seq); padding_mask is True on
+        padding; subwords are the batch's hashed n-gram ids, flat, subword_counts (batch, seq)
+        how many of them each token has (see encoding.Batch)."""
+        raise NotImplementedError
+
+    def position_table(self) -> torch.Tensor | None:
+        """The (positions, width) table added to the token embeddings; None if there is none."""
+        raise NotImplementedError
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """The weights trained at train.encoder_lr instead of train.lr; none by default."""
+        return []
+
+
+class ScratchEncoder(Encoder):
+    """Token embedding (averaged with the token's hashed character n-gram embeddings) +
+    positional encoding + nn.TransformerEncoder, all trained from scratch."""
+
+    def __init__(self, vocab_size: int, params: ModelParams) -> None:
+        super().__init__()
+        self.width = params.d_model
         self.embedding = nn.Embedding(vocab_size, params.d_model, padding_idx=PAD_ID)
         # Character n-grams carry over to words the training rows never had (or had once).
         # One bag of n-grams per token, summed in one fused lookup.
@@ -156,7 +149,7 @@ class TextClassifier(nn.Module):
         # Dropout on the attention weights apart from the rest: its (batch, heads, seq, seq)
         # masks cost the most of all dropouts, and at 0 attention takes PyTorch's fused kernel.
         layer.self_attn.dropout = params.attention_dropout
-        self.encoder = nn.TransformerEncoder(
+        self.transformer = nn.TransformerEncoder(
             layer,
             num_layers=params.num_layers,
             # Pre-norm stacks need a final norm; post-norm already ends each layer with one.
@@ -164,12 +157,60 @@ class TextClassifier(nn.Module):
             enable_nested_tensor=False,
         )
 
-    def load_pretrained(self, weights: dict[str, torch.Tensor], used: int) -> None:
-        """Put the pretrained encoder's weights in, then its position embeddings as
-        model.pos_encoding says: 'learned' keeps the pretrained table (fine-tuned with the
-        rest); 'sinusoidal' puts the fixed table in its place, scaled to the pretrained rows'
-        mean norm over the first `used` positions (at unit scale it would drown the word
-        embeddings); 'none' zeroes it. Both of those stay fixed."""
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        padding_mask: torch.Tensor,
+        subwords: torch.Tensor | None = None,
+        subword_counts: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = self.embedding(tokens)
+        if self.subwords is not None and subwords is not None and subword_counts is not None:
+            # A token is the mean of its word vector and its n-gram vectors.
+            counts = subword_counts.flatten()
+            bags = self.subwords(subwords, offsets=counts.cumsum(0) - counts)
+            x = (x + bags.view_as(x)) / (1.0 + subword_counts.unsqueeze(-1).to(x.dtype))
+        x = self.dropout(self.positions(x))
+        with regular_attention():
+            return self.transformer(x, src_key_padding_mask=padding_mask)
+
+    def position_table(self) -> torch.Tensor | None:
+        return self.positions.table
+
+
+class PretrainedEncoder(Encoder):
+    """A BERT-family encoder built from its config.json (pipeline.pretrained), fine-tuned at
+    train.encoder_lr: its own word-piece ids, embeddings and position embeddings, which
+    model.pos_encoding keeps ('learned'), replaces with a fixed table ('sinusoidal') or zeroes
+    ('none')."""
+
+    def __init__(
+        self,
+        config: dict,
+        params: ModelParams,
+        weights: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        """`weights` are the pretrained files' tensors; None leaves the random start that a
+        checkpoint's state dict then fills."""
+        super().__init__()
+        longest = config.get("max_position_embeddings", 512)
+        if params.max_seq_len > longest:
+            raise PipelineError(
+                f"'model.max_seq_len' ({params.max_seq_len}) is longer than the pretrained "
+                f"encoder's {longest} position embeddings; use at most {longest}."
+            )
+        self.pos_encoding = params.pos_encoding
+        self.bert = pretrained.bert(config)
+        self.width = self.bert.config.hidden_size
+        if weights is not None:
+            self._load(weights, used=params.max_seq_len)
+
+    def _load(self, weights: dict[str, torch.Tensor], used: int) -> None:
+        """Put the pretrained weights in, then the position embeddings as model.pos_encoding
+        says: 'learned' keeps the pretrained table (fine-tuned with the rest); 'sinusoidal'
+        puts the fixed table in its place, scaled to the pretrained rows' mean norm over the
+        first `used` positions (at unit scale it would drown the word embeddings); 'none'
+        zeroes it. Both of those stay fixed."""
         pretrained.load_weights(self.bert, weights)
         if self.pos_encoding == "learned":
             return
@@ -183,15 +224,76 @@ class TextClassifier(nn.Module):
                 table.zero_()
         table.requires_grad_(False)
 
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        padding_mask: torch.Tensor,
+        subwords: torch.Tensor | None = None,
+        subword_counts: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        # Word-piece ids through BERT's own embeddings and positions: no n-gram bags.
+        mask = (~padding_mask).long()
+        return self.bert(input_ids=tokens, attention_mask=mask).last_hidden_state
+
     def position_table(self) -> torch.Tensor | None:
-        """The (positions, width) table added to the token embeddings; None if there is none."""
-        if self.bert is None:
-            return self.positions.table
         return None if self.pos_encoding == "none" else pretrained.position_table(self.bert)
 
     def encoder_parameters(self) -> list[nn.Parameter]:
-        """The pretrained encoder's weights (trained at train.encoder_lr); none from scratch."""
-        return [] if self.bert is None else list(self.bert.parameters())
+        return list(self.bert.parameters())
+
+
+def new_encoder(
+    vocab_size: int,
+    params: ModelParams,
+    encoder_config: dict | None = None,
+    encoder_weights: dict[str, torch.Tensor] | None = None,
+) -> Encoder:
+    """The encoder that model.encoder names: chosen here once, so that no class asks which.
+    `encoder_config` is the pretrained encoder's config.json, `encoder_weights` its files'
+    tensors (None when a checkpoint brings them); the scratch encoder uses neither."""
+    if params.encoder == "scratch":
+        return ScratchEncoder(vocab_size, params)
+    if encoder_config is None:
+        raise ValueError("model.encoder 'pretrained' needs the encoder's config.json")
+    return PretrainedEncoder(encoder_config, params, encoder_weights)
+
+
+class TextClassifier(nn.Module):
+    """Encoder + pooling + MLP head, plus the n-gram path (model.ngram_path), whose logits
+    are added to the encoder's."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        params: ModelParams,
+        ngram_scale: float = NGRAM_SCALE,
+        encoder_config: dict | None = None,
+        encoder_weights: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        """`encoder_config` and `encoder_weights`: the pretrained encoder's (see new_encoder)."""
+        super().__init__()
+        self.ngram_scale = ngram_scale
+        self.pooling = params.pooling
+        # Encoder, head, n-gram path: the order the random initial weights are drawn in.
+        self.encoder = new_encoder(vocab_size, params, encoder_config, encoder_weights)
+        width = self.encoder.width
+        self.head = nn.Sequential(
+            nn.Linear(width, width),
+            nn.GELU(),
+            nn.Dropout(params.dropout),
+            nn.Linear(width, num_classes),
+        )
+        self.ngrams = (
+            NgramPath(params.subword_buckets, num_classes, ngram_scale)
+            if params.ngram_path
+            else None
+        )
+        self.transformer_dropout = params.transformer_dropout
+
+    def position_table(self) -> torch.Tensor | None:
+        """The encoder's positional table (positions, width), or None: what the plots draw."""
+        return self.encoder.position_table()
 
     def forward(
         self,
@@ -230,35 +332,25 @@ class TextClassifier(nn.Module):
         subwords: torch.Tensor | None = None,
         subword_counts: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits (batch, classes) for token ids (batch, seq); padding_mask is True on padding;
-        subwords are the batch's hashed n-gram ids, flat, subword_counts (batch, seq) how many
-        of them each token has (see encoding.Batch)."""
-        if self.bert is not None:
-            # The pretrained encoder: word-piece ids, its own embeddings and positions.
-            mask = (~padding_mask).long()
-            x = self.bert(input_ids=tokens, attention_mask=mask).last_hidden_state
-        else:
-            x = self._scratch_states(tokens, padding_mask, subwords, subword_counts)
-        if self.pooling == "cls":
-            pooled = x[:, 0]
-        else:  # mean over real tokens only: padding must not dilute short texts
-            keep = (~padding_mask).unsqueeze(-1).to(x.dtype)
-            pooled = (x * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)
-        return self.head(pooled)
+        """Logits (batch, classes) of the encoder's path alone (inputs as Encoder.forward)."""
+        return self.classify(*self.token_states(tokens, padding_mask, subwords, subword_counts))
 
-    def _scratch_states(
+    def token_states(
         self,
         tokens: torch.Tensor,
         padding_mask: torch.Tensor,
-        subwords: torch.Tensor | None,
-        subword_counts: torch.Tensor | None,
-    ) -> torch.Tensor:
-        x = self.embedding(tokens)
-        if self.subwords is not None and subwords is not None and subword_counts is not None:
-            # A token is the mean of its word vector and its n-gram vectors.
-            counts = subword_counts.flatten()
-            bags = self.subwords(subwords, offsets=counts.cumsum(0) - counts)
-            x = (x + bags.view_as(x)) / (1.0 + subword_counts.unsqueeze(-1).to(x.dtype))
-        x = self.dropout(self.positions(x))
-        with regular_attention():
-            return self.encoder(x, src_key_padding_mask=padding_mask)
+        subwords: torch.Tensor | None = None,
+        subword_counts: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's states (batch, seq, width) and the padding mask (batch, seq, True on
+        padding) that says which of them to leave out: what a loss on the states needs."""
+        return self.encoder(tokens, padding_mask, subwords, subword_counts), padding_mask
+
+    def classify(self, states: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+        """Logits (batch, classes) of token states: pooled, then the head."""
+        if self.pooling == "cls":
+            pooled = states[:, 0]
+        else:  # mean over real tokens only: padding must not dilute short texts
+            keep = (~padding_mask).unsqueeze(-1).to(states.dtype)
+            pooled = (states * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)
+        return self.head(pooled)

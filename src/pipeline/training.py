@@ -144,7 +144,7 @@ def new_optimizer(
     one batch on each process)."""
     batches = math.ceil(train_rows / params.batch_size)
     steps_per_epoch = math.ceil(batches / distributed.world_size())
-    encoder = model.encoder_parameters()
+    encoder = model.encoder.encoder_parameters()
     if encoder:  # a pretrained encoder learns at its own, far smaller rate than the new weights
         mine = {id(p) for p in encoder}
         rest = [p for p in model.parameters() if id(p) not in mine]
@@ -263,9 +263,8 @@ def prepare(
         len(vocab.labels),
         config,
         encoder_config=None if encoder is None else encoder["config"],
+        encoder_weights=weights,
     )
-    if weights is not None:
-        model.load_pretrained(weights, config.max_seq_len)
     if model.ngrams is not None:
         model.ngrams.idf.copy_(ngram_idf(train, config.subword_buckets))
     return Prepared(model, train, val, encoder)
