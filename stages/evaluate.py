@@ -1,5 +1,5 @@
-"""Stage `evaluate`: model + val.csv (+ test.csv) -> reports/eval (metrics, confusion, per-class,
-PE plots)."""
+"""Stage `evaluate`: model + val.csv (+ test.csv, train.csv) -> reports/eval (metrics, confusion,
+per-class, accuracy by length, PE plots)."""
 
 import sys
 from pathlib import Path
@@ -15,10 +15,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pipeline import portable
 from pipeline.cli import params_option, test_option, user_errors, val_option
-from pipeline.config import PATHS, load_params
-from pipeline.data import LABEL, TEXT, read_table
+from pipeline.config import PATHS, Part, load_params
+from pipeline.data import LABEL, TEXT, read_table, write_table
 from pipeline.errors import PipelineError
-from pipeline.evaluation import Predictions, accuracy, summary_of_test, write_scores
+from pipeline.evaluation import (
+    Predictions,
+    accuracy,
+    length_edges,
+    length_table,
+    shuffle_words,
+    summary_of_test,
+    write_scores,
+)
 
 if TYPE_CHECKING:
     from pipeline.checkpoint import Checkpoint  # loads torch
@@ -37,15 +45,28 @@ if TYPE_CHECKING:
     "--output",
     type=click.Path(path_type=Path),
     required=True,
-    help="Directory to write metrics.json, confusion.csv, per_class.csv, per_class_test.csv and "
-    "PNGs to.",
+    help="Directory to write metrics.json, confusion.csv, per_class.csv, per_class_test.csv, "
+    "length.csv and PNGs to.",
 )
 @test_option
+@click.option(
+    "--train",
+    "train_path",
+    type=click.Path(path_type=Path),
+    help="Training rows written by the split stage; when given, length.csv gets the accuracy "
+    "on the validation rows in each quartile of the training rows' lengths.",
+)
 @params_option
 def main(
-    model_path: Path, val_path: Path, output: Path, test_path: Path | None, params_path: Path
+    model_path: Path,
+    val_path: Path,
+    output: Path,
+    test_path: Path | None,
+    train_path: Path | None,
+    params_path: Path,
 ) -> None:
-    """Score the model on the validation rows (and the test rows, if any) and draw its
+    """Score the model on the validation rows (and the test rows, if any), also with each
+    text's words shuffled (the `order` block: how much it uses word order), and draw its
     positional encoding, with the CPU kernels train.portable chose for training."""
     # Outside a project (no params.yaml, none passed) the kernels are pinned, as predict's are.
     source = click.get_current_context().get_parameter_source("params_path")
@@ -73,6 +94,9 @@ def main(
         on_val = predictions(checkpoint, val)
         # Rows that neither training nor any choice of params has seen.
         on_test = predictions(checkpoint, test) if test is not None and not test.empty else None
+        if train_path is not None:
+            edges = length_edges(read_table(train_path)[TEXT])
+            write_table(length_table(edges, val[TEXT], on_val), output / "length.csv")
         metrics = write_scores(output, labels, on_val, on_test)
         config = checkpoint.config
         table = checkpoint.model.position_table()
@@ -87,22 +111,30 @@ def main(
     paths = "".join(f", {key} {value:.4f}" for key, value in on_val.extra.items())
     click.echo(
         f"evaluate: accuracy {metrics['accuracy']:.4f}, macro_f1 "
-        f"{metrics['macro_f1']:.4f}{paths} on {len(on_val.true)} validation rows"
+        f"{metrics['macro_f1']:.4f}{paths}, drop with words shuffled "
+        f"{metrics['order']['drop']:.4f} on {len(on_val.true)} validation rows"
         f"{summary_of_test(metrics, on_test)} -> {output}"
     )
 
 
 def predictions(checkpoint: "Checkpoint", table: pd.DataFrame) -> Predictions:
-    """The model's labels for `table`'s rows, with the accuracy of each of its two paths alone:
-    the transformer is the part the positional encoding acts on, the n-gram path the part a
-    linear model could do."""
+    """The model's labels for `table`'s rows, as written and with each text's words shuffled,
+    with the accuracy of each of its two paths alone: the transformer is the part the
+    positional encoding acts on, the n-gram path the part a linear model could do."""
     from pipeline.predict import predict_labels  # loads torch: after portable.apply, as main's
 
     alone = PATHS if checkpoint.model.ngrams is not None else ()
-    true = list(table[LABEL])
-    by_path = predict_labels(checkpoint, list(table[TEXT]), ("both", *alone))
+    true, texts = list(table[LABEL]), list(table[TEXT])
+    by_path = predict_labels(checkpoint, texts, ("both", *alone))
     scores = {f"accuracy_{path}_only": accuracy(true, by_path[path]) for path in alone}
-    return Predictions(true, by_path["both"], scores)
+    # Only the words the model reads change places: its first max_seq_len (all it reads with
+    # the scratch encoder and mean pooling; CLS or word pieces take some places). The n-gram
+    # path is a bag of them, blind to their order: of the paths alone, the transformer is scored.
+    shuffled_texts = shuffle_words(texts, checkpoint.config.max_seq_len)
+    parts: tuple[Part, ...] = ("both", "transformer") if alone else ("both",)
+    shuffled = predict_labels(checkpoint, shuffled_texts, parts)
+    order = {"transformer_only_shuffled": accuracy(true, shuffled["transformer"])} if alone else {}
+    return Predictions(true, by_path["both"], shuffled["both"], scores, order)
 
 
 def read_known(

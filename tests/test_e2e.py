@@ -110,6 +110,8 @@ def test_repro_writes_reports_and_leaves_nothing_to_do(repro_project):
         "reports/eval/confusion.csv",
         "reports/eval/per_class.csv",
         "reports/eval/per_class_test.csv",
+        "reports/eval/length.csv",
+        "reports/baseline/length.csv",
         "reports/clean.json",
         "reports/split.json",
         "models/model.pt",
@@ -121,15 +123,18 @@ def test_repro_writes_reports_and_leaves_nothing_to_do(repro_project):
     assert "up to date" in sh(repro_project, "dvc", "status")
     assert sh(repro_project, "git", "status", "--porcelain") == ""
     # metrics.json: headline numbers only (each is a column of `dvc exp show`); each path of
-    # the model is scored alone too (model.ngram_path is on by default). Per class: the CSV.
+    # the model is scored alone too (model.ngram_path is on by default), and the order probe
+    # under `order`. Per class and per length: the CSVs.
     metrics = json.loads(read(repro_project, "reports/eval/metrics.json"))
     alone = ["accuracy_ngrams_only", "accuracy_transformer_only"]
-    assert sorted(metrics) == ["accuracy", *alone, "macro_f1"]
+    assert sorted(metrics) == ["accuracy", *alone, "macro_f1", "order"]
     assert all(0.0 < metrics[name] <= 1.0 for name in alone)
+    assert sorted(metrics["order"]) == ["accuracy_shuffled", "drop", "transformer_only_shuffled"]
     baseline = json.loads(read(repro_project, "reports/baseline/metrics.json"))
     assert {name: sorted(scores) for name, scores in baseline.items()} == {
-        "baseline": ["accuracy", "macro_f1"]
+        "baseline": ["accuracy", "macro_f1", "order"]
     }
+    assert sorted(baseline["baseline"]["order"]) == ["accuracy_shuffled", "drop"]
     per_class = pd.read_csv(repro_project / "reports/eval/per_class.csv")
     assert sorted(per_class["label"]) == ["Biology", "Chemistry", "Maths", "Physics"]
 

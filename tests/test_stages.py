@@ -174,7 +174,8 @@ def test_test_rows_are_split_off_and_scored_by_evaluate_and_baseline(tmp_path, t
     """The stage commands as dvc.yaml runs them: with split.test_size above 0, evaluate and
     baseline add the test rows' headline scores under `test` and their per-class scores to
     per_class_test.csv; with 0, test.csv and per_class_test.csv are a header only and neither
-    metrics.json has a `test` key."""
+    metrics.json has a `test` key. Both score the order probe (`order`) and write length.csv
+    of the validation rows in the same buckets."""
     clean_csv = tmp_path / "clean.csv"
     synthetic_table(["A", "B", "C"], 40).to_csv(clean_csv, index=False)
     write_params(tmp_path, split={"test_size": test_size}, **TINY)
@@ -194,7 +195,10 @@ def test_test_rows_are_split_off_and_scored_by_evaluate_and_baseline(tmp_path, t
                 live_dir=reports / "train",
             ),
         ),
-        ("evaluate", options(model=model, val=val, test=test, output=reports / "eval")),
+        (
+            "evaluate",
+            options(model=model, val=val, test=test, train=train, output=reports / "eval"),
+        ),
         ("baseline", options(train=train, val=val, test=test, output=reports / "baseline")),
     ]
     for stage, args in commands:
@@ -208,6 +212,11 @@ def test_test_rows_are_split_off_and_scored_by_evaluate_and_baseline(tmp_path, t
         for stage in ("eval", "baseline")
         for rows in ("", "_test")
     }
+    lengths = [pd.read_csv(reports / stage / "length.csv") for stage in ("eval", "baseline")]
+    pd.testing.assert_frame_equal(*(table[["bucket", "rows"]] for table in lengths))
+    assert lengths[0]["rows"].sum() == len(pd.read_csv(val))
+    for metrics in (model_metrics, baseline):
+        assert {"accuracy_shuffled", "drop"} <= set(metrics["order"])
     if test_size == 0:
         assert test.read_text() == "text,label\n"
         assert split["test"] == {}
@@ -223,8 +232,12 @@ def test_test_rows_are_split_off_and_scored_by_evaluate_and_baseline(tmp_path, t
         assert 0 <= metrics["test"]["accuracy"] <= 1
         assert 0 <= metrics["test"]["macro_f1"] <= 1
     alone = {"accuracy_transformer_only", "accuracy_ngrams_only"}
-    assert set(model_metrics["test"]) == {"accuracy", "macro_f1", *alone}
-    assert set(baseline["test"]) == {"accuracy", "macro_f1"}
+    assert set(model_metrics["test"]) == {"accuracy", "macro_f1", "order", *alone}
+    assert set(model_metrics["test"]["order"]) == {
+        "accuracy_shuffled", "drop", "transformer_only_shuffled"
+    }  # fmt: skip
+    assert set(baseline["test"]) == {"accuracy", "macro_f1", "order"}
+    assert set(baseline["test"]["order"]) == {"accuracy_shuffled", "drop"}
     # Per class: the validation rows' (still the top-level scores) and the test rows' apart.
     for stage in ("eval", "baseline"):
         for rows, count in (("", 12), ("_test", 10)):

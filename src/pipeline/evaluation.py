@@ -1,26 +1,41 @@
 """Scores of predicted against true labels, in the schema every model of the project reports:
 the headline numbers in metrics.json (the columns of `dvc exp show` and the rows of `dvc metrics
-diff`), the numbers of each class in CSV tables (what `dvc plots` draws)."""
+diff`), the numbers of each class and of each length of text in CSV tables (what `dvc plots`
+draws)."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline.data import write_table
 from pipeline.files import write_json
+from pipeline.text import tokenize
 
 PER_CLASS_COLUMNS = ["label", "precision", "recall", "f1", "support"]
+# The order probe's shuffles: fixed, and apart from every seed in params.yaml, so that every
+# model and every run is probed with the same shuffled texts.
+ORDER_SEED = 0
+LENGTH_QUANTILES = (0.25, 0.5, 0.75)
+LENGTH_COLUMNS = [
+    "bucket", "min_tokens", "max_tokens", "rows", "accuracy", "accuracy_shuffled", "drop"
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Predictions:
-    """One set of rows' true and predicted labels, and any headline scores of the model's own
-    on them (evaluate's accuracy of each of its paths alone)."""
+    """One set of rows' true labels, the labels predicted for them and for the same rows with
+    each text's words shuffled (shuffle_words: the order probe), and any scores of the model's
+    own on them: `extra` in the headline (evaluate's accuracy of each path alone), `order_extra`
+    in the `order` block (its transformer alone on the shuffled texts)."""
 
     true: list[str]
     predicted: list[str]
+    shuffled: list[str]
     extra: dict[str, float] = field(default_factory=dict)
+    order_extra: dict[str, float] = field(default_factory=dict)
 
 
 def _round(x: float) -> float:
@@ -69,8 +84,74 @@ def confusion_table(y_true: list[str], y_pred: list[str]) -> pd.DataFrame:
     return pd.DataFrame({"actual": y_true, "predicted": y_pred})
 
 
+def shuffle_words(texts: list[str], window: int | None = None) -> list[str]:
+    """The order probe's texts: each cleaned text with its first `window` words (all when None)
+    in a random order and the words after them in place, so that a model reading only its
+    first `window` words reads the same words, only in another order. Row i draws from its own
+    generator, seeded with (ORDER_SEED, i): the same rows give the same shuffles every run."""
+    shuffled = []
+    for row, text in enumerate(texts):
+        words = tokenize(text)
+        head = words[:window]
+        order = np.random.default_rng((ORDER_SEED, row)).permutation(len(head))
+        shuffled.append(" ".join([head[i] for i in order] + words[len(head) :]))
+    return shuffled
+
+
+def order_scores(rows: Predictions) -> dict:
+    """How much the predictions rest on word order: the accuracy on the shuffled texts and its
+    drop from the accuracy on the texts as written (0 for a model blind to order)."""
+    written, shuffled = accuracy(rows.true, rows.predicted), accuracy(rows.true, rows.shuffled)
+    return {"accuracy_shuffled": shuffled, "drop": _round(written - shuffled)} | rows.order_extra
+
+
 def headline_scores(rows: Predictions, labels: list[str]) -> dict:
-    return classification_metrics(rows.true, rows.predicted, labels) | rows.extra
+    scores = classification_metrics(rows.true, rows.predicted, labels) | rows.extra
+    return scores | {"order": order_scores(rows)}
+
+
+def token_counts(texts: Iterable[str]) -> list[int]:
+    """Whitespace tokens of each cleaned text, all of them (before any model's truncation)."""
+    return [len(tokenize(text)) for text in texts]
+
+
+def length_edges(train_texts: Iterable[str]) -> list[int]:
+    """The longest token count of each length bucket but the last: the quartiles of the
+    training rows' token counts, rounded down, each once (equal quartiles make one edge, and
+    fewer buckets). Counts are whole numbers, so a count at or below a quartile is at or below
+    its rounded value: a row of exactly an edge's count lies in the bucket the edge closes."""
+    return sorted({int(q) for q in np.quantile(token_counts(train_texts), LENGTH_QUANTILES)})
+
+
+def length_table(edges: list[int], texts: Iterable[str], rows: Predictions) -> pd.DataFrame:
+    """Accuracy, on the texts as written and shuffled, in each length bucket `edges` close
+    (length_edges), one row per bucket, shortest first; a bucket of no rows has no accuracy.
+    `bucket` names the bucket and its range ("1: 1-13 tokens") for the bar plot, whose axis
+    sorts names as text; min_tokens and max_tokens (none for the last) give it as numbers."""
+    counts = np.array(token_counts(texts))
+    bucket = np.searchsorted(edges, counts)  # 0 for counts <= edges[0], ...
+    right = np.array(rows.true) == np.array(rows.predicted)
+    right_shuffled = np.array(rows.true) == np.array(rows.shuffled)
+    lows = [1, *(edge + 1 for edge in edges)]  # a cleaned row has at least one token
+    highs: list[int | None] = [*edges, None]
+    records = []
+    for i, (low, high) in enumerate(zip(lows, highs, strict=True)):
+        inside = bucket == i
+        span = f"{low}+" if high is None else f"{low}-{high}" if high > low else f"{low}"
+        record = {
+            "bucket": f"{i + 1}: {span} tokens",
+            "min_tokens": low,
+            "max_tokens": high,
+            "rows": int(inside.sum()),
+        }
+        if inside.any():
+            written = _round(right[inside].mean())
+            shuffled = _round(right_shuffled[inside].mean())
+            record |= {"accuracy": written, "accuracy_shuffled": shuffled}
+            record["drop"] = _round(written - shuffled)
+        records.append(record)
+    # max_tokens: whole numbers, the last one missing.
+    return pd.DataFrame(records, columns=LENGTH_COLUMNS).astype({"max_tokens": "Int64"})
 
 
 def write_scores(
