@@ -111,6 +111,7 @@ def test_wrong_type_is_rejected_naming_the_key(tmp_path, section, key, value):
         ("lr", -0.001),
         ("warmup_share", 1.0),
         ("warmup_share", -0.1),
+        ("position_loss", -0.1),
     ],
 )
 def test_impossible_train_value_is_rejected_naming_the_key(tmp_path, key, value):
@@ -170,6 +171,13 @@ def test_test_size_and_val_size_must_leave_training_rows(tmp_path):
 
 def test_test_size_zero_is_off_and_the_default():
     assert load_params(REPO_PARAMS).split.test_size == 0.0
+
+
+def test_position_loss_is_off_by_default_and_a_negative_weight_is_one_sentence(tmp_path):
+    assert load_params(REPO_PARAMS).train.position_loss == 0.0
+    message = load_error(with_value(tmp_path, "train", "position_loss", -1))
+    assert message.endswith("'train.position_loss' must not be negative (0 = off).")
+    assert "train.position_loss" in load_error(with_value(tmp_path, "train", "position_loss", "x"))
 
 
 @pytest.mark.parametrize("key", ["min_freq", "max_size"])

@@ -141,6 +141,7 @@ class TrainParams:
     threads: int
     portable: bool  # pin CPU kernels (pipeline.portable): the same bytes on any x86-64 CPU
     processes: int  # data-parallel training processes (torch.distributed); 1 = one process
+    position_loss: float  # weight of the shuffle-detection loss (pipeline.position_loss); 0 = off
 
     def __post_init__(self) -> None:
         _require_seed(self.seed, "train.seed")
@@ -149,6 +150,7 @@ class TrainParams:
         _require(self.lr > 0, "train.lr", "must be greater than 0")
         _require(self.encoder_lr > 0, "train.encoder_lr", "must be greater than 0")
         _require(self.weight_decay >= 0, "train.weight_decay", "must not be negative")
+        _require(self.position_loss >= 0, "train.position_loss", "must not be negative (0 = off)")
         _require(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)")
         _require(0.0 <= self.warmup_share < 1.0, "train.warmup_share", "must be in [0, 1)")
 

@@ -27,6 +27,7 @@ from pipeline.encoding import (
 )
 from pipeline.errors import PipelineError
 from pipeline.model import TextClassifier
+from pipeline.position_loss import ShuffleDetection
 from pipeline.predict import predict_logits
 from pipeline.pretrained import WordPieces
 from pipeline.vocab import Vocab
@@ -137,20 +138,25 @@ def scores(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
 
 
 def new_optimizer(
-    model: TextClassifier, params: TrainParams, train_rows: int
+    model: TextClassifier,
+    params: TrainParams,
+    train_rows: int,
+    extra: tuple[nn.Parameter, ...] = (),
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW over the model's weights (a pretrained encoder's at train.encoder_lr) and its
-    warm-up + cosine schedule over the whole run of `train_rows` rows per epoch (a step takes
-    one batch on each process)."""
+    """AdamW over the model's weights (a pretrained encoder's at train.encoder_lr) and the
+    `extra` ones at train.lr (the position loss's detector), and its warm-up + cosine schedule
+    over the whole run of `train_rows` rows per epoch (a step takes one batch on each
+    process)."""
     batches = math.ceil(train_rows / params.batch_size)
     steps_per_epoch = math.ceil(batches / distributed.world_size())
     encoder = model.encoder.encoder_parameters()
+    weights = [*model.parameters(), *extra]
     if encoder:  # a pretrained encoder learns at its own, far smaller rate than the new weights
         mine = {id(p) for p in encoder}
-        rest = [p for p in model.parameters() if id(p) not in mine]
+        rest = [p for p in weights if id(p) not in mine]
         groups = [{"params": rest}, {"params": encoder, "lr": params.encoder_lr}]
     else:
-        groups = model.parameters()
+        groups = weights
     # fused: one kernel per weight instead of a dozen ops, each a pass over the 20,001-row
     # embedding tables (bench/compare.py: +8-16 % rows/s).
     optimizer = torch.optim.AdamW(
@@ -172,13 +178,18 @@ def train_epoch(
     schedule: torch.optim.lr_scheduler.LRScheduler,
     device: torch.device,
 ) -> None:
-    """One pass over `data` in training mode: this process's share of every step."""
+    """One pass over `data` in training mode: this process's share of every step. `net` is
+    the model, or with train.position_loss above 0 its ShuffleDetection (either maybe in DDP)."""
     net.train()
     loss_fn = nn.CrossEntropyLoss(label_smoothing=params.label_smoothing)
     rank, world = distributed.rank(), distributed.world_size()
     for batch, weight in step_batches(data, params.batch_size, shuffle, rank, world):
         batch = batch.to(device)
-        loss = loss_fn(net(**batch.inputs()), batch.labels) * weight
+        if params.position_loss:
+            logits, detection = net(**batch.inputs())
+            loss = (loss_fn(logits, batch.labels) + params.position_loss * detection) * weight
+        else:
+            loss = loss_fn(net(**batch.inputs()), batch.labels) * weight
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(net.parameters(), max_norm=1.0)
@@ -202,10 +213,17 @@ def fit(
     In a process group (train.processes > 1) every process runs this with the same arguments:
     a step takes one batch on each (see step_batches), and every process gets the same
     metrics, over all rows.
+
+    With train.position_loss above 0 a shuffle detector (pipeline.position_loss) trains with
+    the model and is dropped at the end: it is no part of the model.
     """
     model.to(device)
-    net = distributed.data_parallel(model, device)  # `model` itself with one process
-    optimizer, schedule = new_optimizer(model, params, len(train))
+    # At train.position_loss 0 nothing is added: no detector, no random draws, no extra pass.
+    detection = ShuffleDetection(model).to(device) if params.position_loss else None
+    trained = model if detection is None else detection
+    net = distributed.data_parallel(trained, device)  # `trained` itself with one process
+    extra = () if detection is None else tuple(detection.detector.parameters())
+    optimizer, schedule = new_optimizer(model, params, len(train), extra)
     # A generator of our own: the shuffling order depends on the seed and nothing else.
     shuffle = torch.Generator().manual_seed(params.seed)
     for epoch in range(1, params.epochs + 1):
