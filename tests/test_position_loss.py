@@ -16,7 +16,7 @@ from pipeline import distributed, training
 from pipeline.data import split_table
 from pipeline.encoding import Batch, batches, encode_table, ngram_idf, subwords_of
 from pipeline.model import TextClassifier
-from pipeline.position_loss import ShuffleDetection, pooled, reordered_bags, shuffled_order
+from pipeline.position_loss import ShuffleDetection, reordered_bags, shuffled_order
 from pipeline.training import fit, new_optimizer, train_epoch, train_model
 from pipeline.vocab import build_vocab
 from tests.conftest import synthetic_table, tiny_params
@@ -126,7 +126,7 @@ def shuffled_and_not(detection, batch):
         (batch.tokens.gather(1, order), subwords, counts),
     ):
         states, mask = model.token_states(tokens, batch.padding_mask, bags, bag_counts)
-        out.append(pooled(states, mask, model.pooling))
+        out.append(model.pool(states, mask))
     moved = (batch.tokens.gather(1, order) != batch.tokens).any(dim=1)
     return out, moved
 

@@ -346,11 +346,14 @@ class TextClassifier(nn.Module):
         padding) that says which of them to leave out: what a loss on the states needs."""
         return self.encoder(tokens, padding_mask, subwords, subword_counts), padding_mask
 
+    def pool(self, states: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+        """(batch, width): the one vector per text that the head reads."""
+        if self.pooling == "cls":
+            return states[:, 0]
+        # Mean over real tokens only: padding must not dilute short texts.
+        keep = (~padding_mask).unsqueeze(-1).to(states.dtype)
+        return (states * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)
+
     def classify(self, states: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
         """Logits (batch, classes) of token states: pooled, then the head."""
-        if self.pooling == "cls":
-            pooled = states[:, 0]
-        else:  # mean over real tokens only: padding must not dilute short texts
-            keep = (~padding_mask).unsqueeze(-1).to(states.dtype)
-            pooled = (states * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)
-        return self.head(pooled)
+        return self.head(self.pool(states, padding_mask))

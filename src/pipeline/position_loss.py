@@ -68,7 +68,7 @@ class ShuffleDetection(nn.Module):
         # A row whose shuffle left it as it was (one word, repeated words) counts as unshuffled.
         shuffled = (mixed != tokens).any(dim=1).to(logits.dtype)
         states, mask = self.model.token_states(mixed, padding_mask, subwords, subword_counts)
-        score = self.detector(pooled(states, mask, self.model.pooling)).squeeze(1)
+        score = self.detector(self.model.pool(states, mask)).squeeze(1)
         return logits, nn.functional.binary_cross_entropy_with_logits(score, shuffled)
 
 
@@ -105,11 +105,3 @@ def reordered_bags(
         moved.cumsum(0) - moved, moved
     )
     return subwords[first + within], moved.view(batch, seq).to(subword_counts.dtype)
-
-
-def pooled(states: torch.Tensor, padding_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """(batch, width): the pooling of TextClassifier.classify, the vector its head reads."""
-    if pooling == "cls":
-        return states[:, 0]
-    keep = (~padding_mask).unsqueeze(-1).to(states.dtype)
-    return (states * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)
