@@ -119,8 +119,10 @@ def kill_stage(
     return "".join(output), processes
 
 
-def assert_nothing_outlives(processes: list[psutil.Process], model: Path, live_dir: Path) -> None:
-    """Within 10 s of the kill none of the training processes runs any more; then, for QUIET
+def assert_nothing_outlives(
+    processes: list[psutil.Process], model: Path, live_dir: Path, quiet: float = QUIET
+) -> None:
+    """Within 10 s of the kill none of the training processes runs any more; then, for `quiet`
     seconds, no file beside `model` or in `live_dir` changes; the killed run never wrote
     `model` (it was killed after its first epoch). Ends any left, so as not to upset later
     tests."""
@@ -130,7 +132,7 @@ def assert_nothing_outlives(processes: list[psutil.Process], model: Path, live_d
             assert time.monotonic() < deadline, f"still running 10 s after the kill: {running}"
             time.sleep(0.05)
         before = _files(model.parent, live_dir)
-        time.sleep(QUIET)
+        time.sleep(quiet)
         assert _files(model.parent, live_dir) == before
         assert not model.exists()
     finally:
