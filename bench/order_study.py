@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pipeline import portable
 from pipeline.config import PATHS, Params, load_params, with_overrides
-from pipeline.data import LABEL, TEXT, clean_table, read_raw, split_rows
+from pipeline.data import LABEL, TEXT, Split, clean_table, read_raw, split_rows
 from pipeline.errors import PipelineError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,19 +48,23 @@ def accuracy_of(y_true: list[str], y_pred: list[str]) -> float:
     return sum(a == b for a, b in zip(y_true, y_pred, strict=True)) / len(y_true)
 
 
-def run_model(params: Params, csv: Path, pictures: Path | None = None) -> dict:
-    from pipeline.plots import positional_encoding_plots
-    from pipeline.predict import predict_labels  # torch: after portable.apply
-    from pipeline.training import train_model
-    from pipeline.vocab import build_vocab
-
+def split_of(params: Params, csv: Path) -> Split:
+    """The rows the clean and split stages would write for `csv` under `params`."""
     raw = read_raw(csv, params.data.text_column, params.data.label_column)
-    split = split_rows(
+    return split_rows(
         clean_table(raw, params.clean)[0],
         params.split.val_size,
         params.split.test_size,
         params.split.seed,
     )
+
+
+def run_model(params: Params, split: Split, csv: Path, pictures: Path | None = None) -> dict:
+    from pipeline.plots import positional_encoding_plots
+    from pipeline.predict import predict_labels  # torch: after portable.apply
+    from pipeline.training import train_model
+    from pipeline.vocab import build_vocab
+
     vocab = build_vocab(
         split.train[TEXT], split.train[LABEL], params.vocab.min_freq, params.vocab.max_size
     )
@@ -89,16 +93,9 @@ def run_model(params: Params, csv: Path, pictures: Path | None = None) -> dict:
     return result | {"seconds": seconds}
 
 
-def run_baseline(params: Params, csv: Path, pictures: Path | None = None) -> dict:
+def run_baseline(params: Params, split: Split, csv: Path, pictures: Path | None = None) -> dict:
     from pipeline.baseline import fit_baseline, predict_baseline
 
-    raw = read_raw(csv, params.data.text_column, params.data.label_column)
-    split = split_rows(
-        clean_table(raw, params.clean)[0],
-        params.split.val_size,
-        params.split.test_size,
-        params.split.seed,
-    )
     model = fit_baseline(split.train, params.baseline)
     return {
         "val_both": accuracy_of(list(split.val[LABEL]), list(predict_baseline(model, split.val))),
@@ -150,6 +147,7 @@ def main(
         kinds = [("baseline", None)] if baseline else []
         kinds += [("model", e) for e in filter(None, encodings.split(","))]
         rows: dict[tuple[str, str], list[dict]] = {}
+        splits: dict[tuple[Path, int], Split] = {}  # one per file and seed, for every run
         for csv in csvs:
             for kind, encoding in kinds:
                 for seed in (int(s) for s in seeds.split(",")):
@@ -157,8 +155,10 @@ def main(
                     if encoding:
                         change["model.pos_encoding"] = encoding
                     params = with_overrides(base, change)
+                    if (csv, seed) not in splits:
+                        splits[csv, seed] = split_of(params, csv)
                     runner = run_model if kind == "model" else run_baseline
-                    result = runner(params, csv, pictures)
+                    result = runner(params, splits[csv, seed], csv, pictures)
                     name = kind if encoding is None else encoding
                     rows.setdefault((csv.name, name), []).append(result)
                     line = {"file": csv.name, "run": name, "seed": seed} | result
