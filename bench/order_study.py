@@ -60,6 +60,7 @@ def split_of(params: Params, csv: Path) -> Split:
 
 
 def run_model(params: Params, split: Split, csv: Path, pictures: Path | None = None) -> dict:
+    from pipeline.evaluation import shuffle_words
     from pipeline.plots import positional_encoding_plots
     from pipeline.predict import predict_labels  # torch: after portable.apply
     from pipeline.training import train_model
@@ -90,15 +91,26 @@ def run_model(params: Params, split: Split, csv: Path, pictures: Path | None = N
         labels = predict_labels(checkpoint, list(table[TEXT]), parts)
         for part in parts:
             result[f"{name}_{part}"] = accuracy_of(list(table[LABEL]), labels[part])
+    # The order probe of the evaluate stage: the validation rows with their words shuffled.
+    shuffled = shuffle_words(list(split.val[TEXT]), params.model.max_seq_len)
+    labels = predict_labels(checkpoint, shuffled, ("both",))["both"]
+    result["val_drop"] = result["val_both"] - accuracy_of(list(split.val[LABEL]), labels)
+    if checkpoint.model.ngrams is not None:
+        result["encoder_share"] = checkpoint.model.encoder_share.item()
     return result | {"seconds": seconds}
 
 
 def run_baseline(params: Params, split: Split, csv: Path, pictures: Path | None = None) -> dict:
     from pipeline.baseline import fit_baseline, predict_baseline
+    from pipeline.evaluation import shuffle_words
 
     model = fit_baseline(split.train, params.baseline)
+    shuffled = split.val.assign(**{TEXT: shuffle_words(list(split.val[TEXT]))})
+    val = accuracy_of(list(split.val[LABEL]), list(predict_baseline(model, split.val)))
     return {
-        "val_both": accuracy_of(list(split.val[LABEL]), list(predict_baseline(model, split.val))),
+        "val_both": val,
+        "val_drop": val
+        - accuracy_of(list(split.val[LABEL]), list(predict_baseline(model, shuffled))),
         "train_both": accuracy_of(
             list(split.train[LABEL]), list(predict_baseline(model, split.train))
         ),
@@ -166,7 +178,15 @@ def main(
                     sys.stdout.flush()
     except PipelineError as err:
         raise click.ClickException(str(err)) from None
-    keys = ("val_both", "val_transformer", "val_ngrams", "train_both", "train_transformer")
+    keys = (
+        "val_both",
+        "val_transformer",
+        "val_ngrams",
+        "val_drop",
+        "encoder_share",
+        "train_both",
+        "train_transformer",
+    )
     click.echo(
         f"\n--set {' '.join(changes) or '(none)'}; seeds {seeds}; "
         f"load average {os.getloadavg()[0]:.1f}"

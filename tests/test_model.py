@@ -99,9 +99,10 @@ def test_without_encoding_mean_pooling_ignores_word_order(params):
     assert torch.allclose(out[0], out[1], atol=ATOL)
 
 
-def test_learned_table_is_a_trainable_parameter(params):
+def test_learned_table_is_a_trainable_parameter_that_starts_as_the_sinusoidal_one(params):
     model = make_model(params, pos_encoding="learned")
     table = model.encoder.positions.table
+    assert torch.equal(table.detach(), sinusoidal_table(*table.shape))
     assert isinstance(table, nn.Parameter)
     assert table.requires_grad
     assert table.shape == (params.model.max_seq_len, params.model.d_model)
@@ -244,17 +245,27 @@ def test_ngram_path_is_a_linear_model_on_sublinear_l2_normalised_tfidf(params):
 
 
 @torch.no_grad()
-def test_logits_are_the_sum_of_the_two_paths_at_inference(params):
+@pytest.mark.parametrize("share", [0.0, 0.3, 1.0])
+def test_the_model_predicts_with_the_mixture_of_the_paths_probabilities(params, share):
     model = ngram_model(params)
     model.ngrams.weight.weight.normal_()
+    model.encoder_share.fill_(share)
     tokens, mask = pad([[3, 4, 5], [6, 7]], 3)
     ids, counts = torch.tensor([[1, 2], [3, 0]]), torch.tensor([[1.0, 2.0], [1.0, 0.0]])
     both = model(**inputs(tokens, mask, ids, counts))
     transformer = model(**inputs(tokens, mask, ids, counts), part="transformer")
     ngrams = model(**inputs(tokens, mask, ids, counts), part="ngrams")
-    assert torch.allclose(both, transformer + ngrams, atol=ATOL)
+    mixture = share * transformer.softmax(dim=1) + (1 - share) * ngrams.softmax(dim=1)
+    assert torch.allclose(both.softmax(dim=1), mixture, atol=ATOL)
+    assert torch.allclose(both.exp().sum(dim=1), torch.ones(2), atol=ATOL)
     assert torch.allclose(transformer, model(tokens=tokens, padding_mask=mask, part="transformer"))
     assert not torch.allclose(ngrams, torch.zeros_like(ngrams))
+    assert torch.equal(model.path_logits(**inputs(tokens, mask, ids, counts))[0], transformer)
+
+
+def test_the_encoder_share_is_saved_with_the_weights(params):
+    assert "encoder_share" in ngram_model(params).state_dict()
+    assert "encoder_share" not in make_model(params).state_dict()
 
 
 def test_a_model_with_an_ngram_path_refuses_to_run_without_ngrams(params):
@@ -271,11 +282,11 @@ def test_transformer_dropout_acts_in_training_only(params):
     model = ngram_model(params, transformer_dropout=0.5, dropout=0.0, attention_dropout=0.0)
     tokens, mask = pad([[3, 4, 5]] * 64, 3)
     ids, counts = torch.tensor([[1, 2]] * 64), torch.ones(64, 2)
-    ngrams = model(**inputs(tokens, mask, ids, counts), part="ngrams")
-    transformer = model(**inputs(tokens, mask, ids, counts), part="transformer")
+    transformer, ngrams = model.path_logits(**inputs(tokens, mask, ids, counts))
+    assert torch.equal(model.joint_logits(transformer, ngrams), transformer + ngrams)
     model.train()
     torch.manual_seed(1)
-    mixed = model(**inputs(tokens, mask, ids, counts))
+    mixed = model.joint_logits(transformer, ngrams)
     dropped = torch.isclose(mixed, ngrams, atol=ATOL).all(dim=1)
     doubled = torch.isclose(mixed, ngrams + 2 * transformer, atol=ATOL).all(dim=1)
     assert (dropped | doubled).all()  # each row: transformer dropped, or kept and rescaled

@@ -12,11 +12,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from pipeline import distributed, training
+from pipeline import distributed, objective
 from pipeline.data import split_table
 from pipeline.encoding import Batch, batches, encode_table, ngram_idf, subwords_of
 from pipeline.model import TextClassifier
-from pipeline.position_loss import ShuffleDetection, reordered_bags, shuffled_order
+from pipeline.objective import Objective
+from pipeline.position_loss import ShuffleDetector, reordered_bags, shuffled_order
 from pipeline.training import fit, new_optimizer, train_epoch, train_model
 from pipeline.vocab import build_vocab
 from tests.conftest import synthetic_table, tiny_params
@@ -62,7 +63,7 @@ def encoder_passes(split, monkeypatch, position_loss):
     """Encoder forward passes in one epoch of fit(), and the number of training batches."""
     params = tiny_params(epochs=1, position_loss=position_loss)
     if not position_loss:  # at 0 no detector may even be built
-        monkeypatch.setattr(training, "ShuffleDetection", None)
+        monkeypatch.setattr(objective, "ShuffleDetector", None)
     model = new_model(split, params)
     calls = []
     model.encoder.register_forward_hook(lambda *_: calls.append(1) if model.training else None)
@@ -87,39 +88,57 @@ def test_above_zero_the_encoder_runs_twice_per_batch(split, monkeypatch):
 # --- the term ---------------------------------------------------------------------------------
 
 
+def term_of(model, detector, batch):
+    """The detector's loss on `batch` (one random shuffle, seeded)."""
+    torch.manual_seed(1)
+    bags = (batch.subwords, batch.subword_counts)
+    return detector(model, batch.tokens, batch.padding_mask, *bags)
+
+
 def test_the_term_is_positive_and_reaches_the_learned_positional_table(split):
     params = tiny_params(position_loss=1.0)
-    detection = ShuffleDetection(new_model(split, params)).train()
-    torch.manual_seed(1)
-    logits, term = detection(**first_batch(split, params).inputs())
-    assert logits.shape == (16, 2)
+    model = new_model(split, params).train()
+    detector = ShuffleDetector(model)
+    term = term_of(model, detector, first_batch(split, params))
     assert term.item() > 0
     term.backward()
-    table = detection.model.position_table()
+    table = model.position_table()
     assert table.requires_grad
     assert table.grad is not None and table.grad.abs().sum() > 0
-    assert detection.detector.weight.grad.abs().sum() > 0
+    assert detector.linear.weight.grad.abs().sum() > 0
 
 
 def test_with_a_fixed_table_the_term_trains_the_encoder_that_reads_it(split):
     """Sinusoidal: no trainable table; the term's gradients go to the layers (attention,
     embeddings) that must turn the fixed positions into order-sensitive features."""
     params = tiny_params(position_loss=1.0, pos_encoding="sinusoidal")
-    detection = ShuffleDetection(new_model(split, params)).train()
-    torch.manual_seed(1)
-    _, term = detection(**first_batch(split, params).inputs())
-    term.backward()
-    assert not detection.model.position_table().requires_grad
-    attention = detection.model.encoder.transformer.layers[0].self_attn.in_proj_weight
+    model = new_model(split, params).train()
+    term_of(model, ShuffleDetector(model), first_batch(split, params)).backward()
+    assert not model.position_table().requires_grad
+    attention = model.encoder.transformer.layers[0].self_attn.in_proj_weight
     assert attention.grad.abs().sum() > 0
 
 
-def shuffled_and_not(detection, batch):
+def test_the_objective_adds_the_weighted_term_to_the_classification_loss(split):
+    params = tiny_params(position_loss=0.5)
+    model = new_model(split, params)
+    loss = Objective(model, params.train).eval()  # eval: no dropout, the same draws twice
+    batch = first_batch(split, params)
+    torch.manual_seed(1)
+    total = loss(labels=batch.labels, **batch.inputs())
+    without = Objective(model, dataclasses.replace(params.train, position_loss=0.0)).eval()
+    plain = without(labels=batch.labels, **batch.inputs())
+    term = term_of(model, loss.detector, batch)
+    assert torch.allclose(total, plain + 0.5 * term)
+
+
+def shuffled_and_not(model, batch):
     """Pooled states (eval mode) of the batch as written and of its shuffled copy."""
+    detector = ShuffleDetector(model)
     torch.manual_seed(2)
-    order = shuffled_order(batch.padding_mask, detection.kept_first, detection.kept_last)
+    order = shuffled_order(batch.padding_mask, detector.kept_first, detector.kept_last)
     subwords, counts = reordered_bags(batch.subwords, batch.subword_counts, order)
-    model = detection.model.eval()
+    model = model.eval()
     out = []
     for tokens, bags, bag_counts in (
         (batch.tokens, batch.subwords, batch.subword_counts),
@@ -137,13 +156,11 @@ def test_without_positions_a_shuffled_text_looks_like_the_text(split):
     positions it differs."""
     params = tiny_params(position_loss=1.0, pos_encoding="none")
     batch = first_batch(split, params)
-    (written, shuffled), moved = shuffled_and_not(ShuffleDetection(new_model(split, params)), batch)
+    (written, shuffled), moved = shuffled_and_not(new_model(split, params), batch)
     assert moved.any()
     assert torch.allclose(written, shuffled, atol=1e-5)
     learned = tiny_params(position_loss=1.0)
-    (written, shuffled), moved = shuffled_and_not(
-        ShuffleDetection(new_model(split, learned)), batch
-    )
+    (written, shuffled), moved = shuffled_and_not(new_model(split, learned), batch)
     assert not torch.allclose(written[moved], shuffled[moved], atol=1e-3)
 
 
@@ -204,15 +221,15 @@ def worker(rank, port, params, train, val, vocab, out):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     torch.set_num_threads(1)
     model = new_model((train, val, vocab), params, seed=params.train.seed + rank)
-    detection = ShuffleDetection(model)
-    net = distributed.data_parallel(detection, CPU)
+    loss = Objective(model, params.train)
+    net = distributed.data_parallel(loss, CPU)
     optimizer, schedule = new_optimizer(
-        model, params.train, len(train), tuple(detection.detector.parameters())
+        model, params.train, len(train), tuple(loss.detector.parameters())
     )
     data = encoded((train, val, vocab), params)[0]
     shuffle = torch.Generator().manual_seed(params.train.seed)
     train_epoch(net, data, params.train, shuffle, optimizer, schedule, CPU)
-    torch.save(detection.state_dict(), f"{out}.{rank}")
+    torch.save(loss.state_dict(), f"{out}.{rank}")
     dist.destroy_process_group()
 
 
@@ -236,8 +253,9 @@ def test_on_two_processes_the_ranks_stay_identical(split, tmp_path, timeout=90):
                 process.kill()
             pytest.fail(f"two-process training did not finish in {timeout} s")
     first, second = (torch.load(f"{out}.{rank}", weights_only=True) for rank in (0, 1))
-    assert "detector.weight" in first
+    assert "detector.linear.weight" in first
     for key in first:
         assert torch.equal(first[key], second[key]), key
-    start = ShuffleDetection(new_model(split, params, seed=params.train.seed)).state_dict()
-    assert not torch.equal(first["detector.weight"], start["detector.weight"])
+    model = new_model(split, params, seed=params.train.seed)
+    start = Objective(model, params.train).state_dict()
+    assert not torch.equal(first["detector.linear.weight"], start["detector.linear.weight"])

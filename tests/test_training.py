@@ -1,16 +1,22 @@
 """The training loop: schedule, learning, reproducibility and devices."""
 
+import copy
 import itertools
 
 import pytest
 import torch
+from torch.nn.functional import cross_entropy
 
 from pipeline.config import load_params
 from pipeline.data import split_table
 from pipeline.encoding import batches, encode_table, subwords_of
 from pipeline.errors import PipelineError
+from pipeline.model import TextClassifier
+from pipeline.objective import Objective
 from pipeline.predict import predict_logits
 from pipeline.training import (
+    ENCODER_SHARES,
+    choose_encoder_share,
     make_deterministic,
     resolve_device,
     train_model,
@@ -223,3 +229,50 @@ def test_train_model_rejects_cuda_without_gpu_before_training(split):
     with pytest.raises(PipelineError, match="cuda"):
         train_model(train, val, vocab, params.model, params.train, params.clean, calls.append)
     assert calls == []
+
+
+# --- the two paths ---------------------------------------------------------------------------
+
+
+def test_with_an_ngram_path_the_encoder_also_learns_from_its_own_loss(split):
+    """The loss is that of the paths' sum plus that of the encoder's logits alone (eval mode:
+    no dropout, so both passes see the same logits)."""
+    params = tiny_params()
+    train, _, vocab = split
+    data = encode_table(train, vocab, params.model.max_seq_len, False, subwords_of(params.model))
+    batch = next(iter(batches(data, 16)))
+    torch.manual_seed(0)
+    model = TextClassifier(len(vocab.tokens), len(vocab.labels), params.model)
+    objective = Objective(model, params.train).eval()
+    encoder, ngrams = model.path_logits(**batch.inputs())
+    expected = cross_entropy(encoder + ngrams, batch.labels) + cross_entropy(encoder, batch.labels)
+    assert torch.allclose(objective(labels=batch.labels, **batch.inputs()), expected)
+    alone = tiny_params(ngram_path=False)
+    model = TextClassifier(len(vocab.tokens), len(vocab.labels), alone.model).eval()
+    plain = cross_entropy(model(**batch.inputs()), batch.labels)
+    assert torch.allclose(
+        Objective(model, alone.train).eval()(labels=batch.labels, **batch.inputs()), plain
+    )
+
+
+def test_the_encoder_share_goes_to_the_path_that_predicts_the_validation_rows(trained, split):
+    """A path that knows nothing (all-zero logits) gets no share, the other all of it; the
+    trained model's own share is one of ENCODER_SHARES."""
+    checkpoint, _ = trained
+    assert checkpoint.model.encoder_share.item() in ENCODER_SHARES
+    _, val, vocab = split
+    model = copy.deepcopy(checkpoint.model)
+    config = checkpoint.config
+    data = encode_table(val, vocab, config.max_seq_len, False, subwords_of(config))
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        model.ngrams.weight.weight.zero_()
+        model.ngrams.bias.zero_()
+    choose_encoder_share(model, data, 8, cpu)
+    assert model.encoder_share.item() == 1.0
+    model = copy.deepcopy(checkpoint.model)
+    with torch.no_grad():
+        model.head[-1].weight.zero_()
+        model.head[-1].bias.zero_()
+    choose_encoder_share(model, data, 8, cpu)
+    assert model.encoder_share.item() == 0.0

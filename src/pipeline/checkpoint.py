@@ -28,8 +28,9 @@ from pipeline.vocab import Vocab
 # config.json and tokenizer.json (None for the from-scratch encoder); format 5 the
 # model.attention_dropout param; format 6 holds every weight of the encoder under `encoder.`
 # (model.ScratchEncoder's `encoder.embedding.weight`, `encoder.transformer.layers.0. ...`;
-# model.PretrainedEncoder's `encoder.bert. ...`).
-FORMAT = 6
+# model.PretrainedEncoder's `encoder.bert. ...`); format 7 the `encoder_share` of a model with
+# an n-gram path (it predicts with a mixture of the two paths' probabilities).
+FORMAT = 7
 
 
 @dataclass

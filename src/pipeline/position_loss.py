@@ -16,8 +16,8 @@ Without positions (pos_encoding none, mean pooling) the encoder is permutation-e
 pooled state of a shuffled row is that of the row as written, and the term stays at chance.
 The cost: one more encoder pass (forward and backward) per batch.
 
-The detector is a training-time object: it is not part of TextClassifier, so it never enters
-the checkpoint, and predict rebuilds the model from the checkpoint alone.
+The detector is a training-time object (pipeline.objective): it is not part of TextClassifier,
+so it never enters the checkpoint, and predict rebuilds the model from the checkpoint alone.
 """
 
 import torch
@@ -26,14 +26,14 @@ from torch import nn
 from pipeline.model import PretrainedEncoder, TextClassifier
 
 
-class ShuffleDetection(nn.Module):
-    """The classifier and the shuffle detector as one module, so that one DDP wrap averages the
-    detector's gradients over the processes as it does the model's, and the ranks stay equal."""
+class ShuffleDetector(nn.Module):
+    """A linear detector on the pooled state of the model's encoder. It holds no reference to
+    the model (pipeline.objective holds both, so that one DDP wrap averages the detector's
+    gradients over the processes as it does the model's, and the ranks stay equal)."""
 
     def __init__(self, model: TextClassifier) -> None:
         super().__init__()
-        self.model = model
-        self.detector = nn.Linear(model.encoder.width, 1)
+        self.linear = nn.Linear(model.encoder.width, 1)
         # Tokens that keep their places: the <cls> token that cls pooling reads; a pretrained
         # encoder's [CLS] first and [SEP] last (else a misplaced [SEP] would give the shuffle
         # away without any feature of the words' order).
@@ -43,33 +43,24 @@ class ShuffleDetection(nn.Module):
 
     def forward(
         self,
-        *,  # as TextClassifier.forward
+        model: TextClassifier,
         tokens: torch.Tensor,
         padding_mask: torch.Tensor,
         subwords: torch.Tensor | None = None,
         subword_counts: torch.Tensor | None = None,
-        ngram_ids: torch.Tensor | None = None,
-        ngram_counts: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The classifier's logits (batch, classes) for the batch, and the detector's mean
-        binary cross-entropy on a copy of the batch with a random half of its rows shuffled."""
-        logits = self.model(
-            tokens=tokens,
-            padding_mask=padding_mask,
-            subwords=subwords,
-            subword_counts=subword_counts,
-            ngram_ids=ngram_ids,
-            ngram_counts=ngram_counts,
-        )
+    ) -> torch.Tensor:
+        """The mean binary cross-entropy of telling, from `model`'s pooled encoder states,
+        which rows of a copy of the batch (inputs as TextClassifier.forward) had their words
+        shuffled: a random half of them."""
         order = shuffled_order(padding_mask, self.kept_first, self.kept_last)
         mixed = tokens.gather(1, order)
         if subwords is not None and subword_counts is not None:
             subwords, subword_counts = reordered_bags(subwords, subword_counts, order)
         # A row whose shuffle left it as it was (one word, repeated words) counts as unshuffled.
-        shuffled = (mixed != tokens).any(dim=1).to(logits.dtype)
-        states, mask = self.model.token_states(mixed, padding_mask, subwords, subword_counts)
-        score = self.detector(self.model.pool(states, mask)).squeeze(1)
-        return logits, nn.functional.binary_cross_entropy_with_logits(score, shuffled)
+        shuffled = (mixed != tokens).any(dim=1).float()
+        states, mask = model.token_states(mixed, padding_mask, subwords, subword_counts)
+        score = self.linear(model.pool(states, mask)).squeeze(1)
+        return nn.functional.binary_cross_entropy_with_logits(score, shuffled)
 
 
 def shuffled_order(padding_mask: torch.Tensor, kept_first: int, kept_last: int) -> torch.Tensor:

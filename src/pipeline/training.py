@@ -15,7 +15,7 @@ from torch import nn
 
 from pipeline import distributed, pretrained
 from pipeline.checkpoint import Checkpoint
-from pipeline.config import CleanParams, ModelParams, TrainParams
+from pipeline.config import CleanParams, ModelParams, Part, TrainParams
 from pipeline.encoding import (
     Batch,
     Encoded,
@@ -26,8 +26,8 @@ from pipeline.encoding import (
     subwords_of,
 )
 from pipeline.errors import PipelineError
-from pipeline.model import TextClassifier
-from pipeline.position_loss import ShuffleDetection
+from pipeline.model import TextClassifier, mixture_logits
+from pipeline.objective import Objective
 from pipeline.predict import predict_logits
 from pipeline.pretrained import WordPieces
 from pipeline.vocab import Vocab
@@ -112,17 +112,17 @@ def step_batches(
 
 
 def all_logits(
-    model: nn.Module, data: Encoded, batch_size: int, device: torch.device
+    model: nn.Module, data: Encoded, batch_size: int, device: torch.device, part: Part = "both"
 ) -> torch.Tensor:
     """predict_logits over every row of `data`, the rows shared between the processes: each
     scores every world-th row, and the sum over processes of these (zeros elsewhere) is exact."""
     world = distributed.world_size()
     if world == 1:
-        return predict_logits(model, data, batch_size, device)
+        return predict_logits(model, data, batch_size, device, part)
     mine = list(range(distributed.rank(), len(data), world))
-    part = predict_logits(model, rows_of(data, mine), batch_size, device)
-    logits = part.new_zeros(len(data), part.shape[1])
-    logits[mine] = part
+    scored = predict_logits(model, rows_of(data, mine), batch_size, device, part)
+    logits = scored.new_zeros(len(data), scored.shape[1])
+    logits[mine] = scored
     return distributed.sum_across(logits, device)
 
 
@@ -179,17 +179,12 @@ def train_epoch(
     device: torch.device,
 ) -> None:
     """One pass over `data` in training mode: this process's share of every step. `net` is
-    the model, or with train.position_loss above 0 its ShuffleDetection (either maybe in DDP)."""
+    the model's Objective (maybe in DDP), whose forward gives a batch's loss."""
     net.train()
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=params.label_smoothing)
     rank, world = distributed.rank(), distributed.world_size()
     for batch, weight in step_batches(data, params.batch_size, shuffle, rank, world):
         batch = batch.to(device)
-        if params.position_loss:
-            logits, detection = net(**batch.inputs())
-            loss = (loss_fn(logits, batch.labels) + params.position_loss * detection) * weight
-        else:
-            loss = loss_fn(net(**batch.inputs()), batch.labels) * weight
+        loss = net(labels=batch.labels, **batch.inputs()) * weight
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(net.parameters(), max_norm=1.0)
@@ -214,26 +209,28 @@ def fit(
     a step takes one batch on each (see step_batches), and every process gets the same
     metrics, over all rows.
 
-    With train.position_loss above 0 a shuffle detector (pipeline.position_loss) trains with
-    the model and is dropped at the end: it is no part of the model.
+    The loss is pipeline.objective's. With train.position_loss above 0 its shuffle detector
+    trains with the model and is dropped at the end: it is no part of the model.
     """
     model.to(device)
-    # At train.position_loss 0 nothing is added: no detector, no random draws, no extra pass.
-    detection = ShuffleDetection(model).to(device) if params.position_loss else None
-    trained = model if detection is None else detection
-    net = distributed.data_parallel(trained, device)  # `trained` itself with one process
-    extra = () if detection is None else tuple(detection.detector.parameters())
+    objective = Objective(model, params).to(device)
+    net = distributed.data_parallel(objective, device)  # `objective` itself with one process
+    extra = () if objective.detector is None else tuple(objective.detector.parameters())
     optimizer, schedule = new_optimizer(model, params, len(train), extra)
     # A generator of our own: the shuffling order depends on the seed and nothing else.
     shuffle = torch.Generator().manual_seed(params.seed)
     for epoch in range(1, params.epochs + 1):
         start = time.perf_counter()
         train_epoch(net, train, params, shuffle, optimizer, schedule, device)
+        # With an n-gram path the epoch ends by choosing the paths' mixture (as the model
+        # predicts with it from then on), so that the last epoch's scores are the model's.
+        if model.ngrams is not None:
+            val_logits = choose_encoder_share(model, val, params.batch_size, device)
+        else:
+            val_logits = all_logits(model, val, params.batch_size, device)
+        val_loss, val_accuracy = scores(val_logits, val.labels)
         train_loss, train_accuracy = scores(
             all_logits(model, train, params.batch_size, device), train.labels
-        )
-        val_loss, val_accuracy = scores(
-            all_logits(model, val, params.batch_size, device), val.labels
         )
         metrics = {
             "train_loss": train_loss,
@@ -243,6 +240,29 @@ def fit(
             "seconds": time.perf_counter() - start,
         }
         on_epoch(epoch, metrics)
+
+
+# The encoder's shares in the mixture of the two paths' probabilities that are tried.
+ENCODER_SHARES = tuple(i / 10 for i in range(11))
+
+
+def choose_encoder_share(
+    model: TextClassifier, val: Encoded, batch_size: int, device: torch.device
+) -> torch.Tensor:
+    """Set the encoder's share in the model's mixture of its two paths' probabilities to the
+    one of ENCODER_SHARES with the lowest log-loss on the validation rows (the first on a tie),
+    and return those rows' logits at that share. Each path fits the training rows, so only
+    held-out rows tell which one generalises: on the two real files mostly the n-gram path, on
+    the order control the encoder (docs/results.md). The validation rows thus choose one
+    number; split.test_size keeps rows that nothing sees."""
+    encoder = all_logits(model, val, batch_size, device, "transformer")
+    ngrams = all_logits(model, val, batch_size, device, "ngrams")
+    shares = [torch.tensor(share) for share in ENCODER_SHARES]
+    mixtures = [mixture_logits(encoder, ngrams, share) for share in shares]
+    losses = [nn.functional.cross_entropy(logits, val.labels).item() for logits in mixtures]
+    best = losses.index(min(losses))
+    model.encoder_share.copy_(shares[best])
+    return mixtures[best]
 
 
 @dataclasses.dataclass
