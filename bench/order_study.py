@@ -74,8 +74,8 @@ def run_model(params: Params, split: Split, csv: Path, pictures: Path | None = N
         split.train, split.val, vocab, params.model, params.train, params.clean, lambda *_: None
     )
     seconds = time.perf_counter() - start
+    table = checkpoint.model.position_table()
     if pictures is not None:  # the evaluate stage's three pictures of the encoding
-        table = checkpoint.model.position_table()
         out = pictures / f"{csv.stem}-{params.model.pos_encoding}-seed{params.train.seed}"
         out.mkdir(parents=True, exist_ok=True)
         positional_encoding_plots(
@@ -97,6 +97,10 @@ def run_model(params: Params, split: Split, csv: Path, pictures: Path | None = N
     result["val_drop"] = result["val_both"] - accuracy_of(list(split.val[LABEL]), labels)
     if checkpoint.model.ngrams is not None:
         result["encoder_share"] = checkpoint.model.encoder_share.item()
+    if checkpoint.initial_positions is not None:  # a learned table: how far training moved it
+        start = checkpoint.initial_positions[: checkpoint.trained_positions]
+        moved = table[: len(start)].detach() - start
+        result["table_change"] = (moved.norm() / start.norm()).item()
     return result | {"seconds": seconds}
 
 
@@ -184,6 +188,7 @@ def main(
         "val_ngrams",
         "val_drop",
         "encoder_share",
+        "table_change",
         "train_both",
         "train_transformer",
     )
