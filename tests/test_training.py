@@ -80,7 +80,7 @@ def test_cosine_decays_to_zero_after_warmup():
 @pytest.mark.parametrize("epochs", [1, 2, 3, 30])
 def test_warmup_is_a_share_of_the_run_and_never_outlasts_it(epochs):
     params = tiny_params(epochs=epochs, warmup_share=0.067).train
-    steps = warmup_steps(params, steps_per_epoch=12)
+    steps = warmup_steps(params, epoch_steps=12)
     assert steps == round(0.067 * epochs * 12)
     assert 0 <= steps < epochs * 12
 

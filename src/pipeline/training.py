@@ -1,4 +1,4 @@
-"""The training loop: seeded, deterministic, one line of progress per epoch."""
+"""The training loop: seeded, deterministic, progress within each epoch and a line after it."""
 
 import dataclasses
 import math
@@ -30,6 +30,7 @@ from pipeline.model import TextClassifier, mixture_logits
 from pipeline.objective import Objective
 from pipeline.predict import predict_logits
 from pipeline.pretrained import WordPieces
+from pipeline.progress import EpochProgress
 from pipeline.vocab import Vocab
 
 
@@ -126,9 +127,14 @@ def all_logits(
     return distributed.sum_across(logits, device)
 
 
-def warmup_steps(params: TrainParams, steps_per_epoch: int) -> int:
+def steps_per_epoch(train_rows: int, batch_size: int) -> int:
+    """Optimizer steps in an epoch: a step takes one batch on each process."""
+    return math.ceil(math.ceil(train_rows / batch_size) / distributed.world_size())
+
+
+def warmup_steps(params: TrainParams, epoch_steps: int) -> int:
     """Warm-up length in optimizer steps: a share of the run, so it never outlasts the run."""
-    return round(params.warmup_share * params.epochs * steps_per_epoch)
+    return round(params.warmup_share * params.epochs * epoch_steps)
 
 
 def scores(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
@@ -147,8 +153,7 @@ def new_optimizer(
     `extra` ones at train.lr (the position loss's detector), and its warm-up + cosine schedule
     over the whole run of `train_rows` rows per epoch (a step takes one batch on each
     process)."""
-    batches = math.ceil(train_rows / params.batch_size)
-    steps_per_epoch = math.ceil(batches / distributed.world_size())
+    steps = steps_per_epoch(train_rows, params.batch_size)
     encoder = model.encoder.encoder_parameters()
     weights = [*model.parameters(), *extra]
     if encoder:  # a pretrained encoder learns at its own, far smaller rate than the new weights
@@ -164,7 +169,7 @@ def new_optimizer(
     )
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        warmup_cosine(warmup_steps(params, steps_per_epoch), params.epochs * steps_per_epoch),
+        warmup_cosine(warmup_steps(params, steps), params.epochs * steps),
     )
     return optimizer, schedule
 
@@ -177,9 +182,11 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
     device: torch.device,
+    on_step: Callable[[], None] = lambda: None,
 ) -> None:
-    """One pass over `data` in training mode: this process's share of every step. `net` is
-    the model's Objective (maybe in DDP), whose forward gives a batch's loss."""
+    """One pass over `data` in training mode: this process's share of every step, then
+    `on_step()`. `net` is the model's Objective (maybe in DDP), whose forward gives a batch's
+    loss."""
     net.train()
     rank, world = distributed.rank(), distributed.world_size()
     for batch, weight in step_batches(data, params.batch_size, shuffle, rank, world):
@@ -190,6 +197,7 @@ def train_epoch(
         nn.utils.clip_grad_norm_(net.parameters(), max_norm=1.0)
         optimizer.step()
         schedule.step()
+        on_step()
 
 
 def fit(
@@ -221,7 +229,10 @@ def fit(
     shuffle = torch.Generator().manual_seed(params.seed)
     for epoch in range(1, params.epochs + 1):
         start = time.perf_counter()
-        train_epoch(net, train, params, shuffle, optimizer, schedule, device)
+        steps = steps_per_epoch(len(train), params.batch_size)
+        main_rank = distributed.rank() == 0
+        with EpochProgress(epoch, params.epochs, steps, len(train), main_rank) as progress:
+            train_epoch(net, train, params, shuffle, optimizer, schedule, device, progress.step)
         # With an n-gram path the epoch ends by choosing the paths' mixture (as the model
         # predicts with it from then on), so that the last epoch's scores are the model's.
         if model.ngrams is not None:
