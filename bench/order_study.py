@@ -74,13 +74,13 @@ def run_model(params: Params, split: Split, csv: Path, pictures: Path | None = N
         split.train, split.val, vocab, params.model, params.train, params.clean, lambda *_: None
     )
     seconds = time.perf_counter() - start
-    table = checkpoint.model.position_table()
+    positions = checkpoint.model.position_table()
     if pictures is not None:  # the evaluate stage's three pictures of the encoding
         out = pictures / f"{csv.stem}-{params.model.pos_encoding}-seed{params.train.seed}"
         out.mkdir(parents=True, exist_ok=True)
         positional_encoding_plots(
             params.model.pos_encoding,
-            None if table is None else table[: params.model.max_seq_len].detach(),
+            None if positions is None else positions[: params.model.max_seq_len].detach(),
             checkpoint.initial_positions,
             checkpoint.trained_positions,
             out,
@@ -99,7 +99,7 @@ def run_model(params: Params, split: Split, csv: Path, pictures: Path | None = N
         result["encoder_share"] = checkpoint.model.encoder_share.item()
     if checkpoint.initial_positions is not None:  # a learned table: how far training moved it
         start = checkpoint.initial_positions[: checkpoint.trained_positions]
-        moved = table[: len(start)].detach() - start
+        moved = positions[: len(start)].detach() - start
         result["table_change"] = (moved.norm() / start.norm()).item()
     return result | {"seconds": seconds}
 
