@@ -28,7 +28,8 @@ from pipeline.files import write_json
     "--output",
     type=click.Path(path_type=Path),
     required=True,
-    help="Cleaned table to write, with columns text,label.",
+    help="Cleaned table to write, with columns text,label,original (the raw text) and, when "
+    "evaluate.slice_column is set, slice.",
 )
 @click.option(
     "--report",
@@ -48,7 +49,9 @@ def main(params_path: Path, input_path: Path | None, output: Path, report: Path)
             input_path, fix = Path(params.data.raw), "check data.raw in params.yaml"
         else:
             fix = "check the --input path"
-        raw = read_raw(input_path, params.data.text_column, params.data.label_column, fix)
+        data = params.data
+        slices = params.evaluate.slice_column  # carried beside the rows for evaluate's slices
+        raw = read_raw(input_path, data.text_column, data.label_column, fix, slices)
         table, summary = clean_table(raw, params.clean)
         write_table(table, output)
         write_json(report, summary)

@@ -60,6 +60,14 @@ def read_texts(texts: tuple[str, ...], input_path: Path | None, text_column: str
     help="Column of the --input CSV that holds the texts.",
 )
 @click.option(
+    "--min-confidence",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.0,
+    show_default=True,
+    help="Leave a text unlabelled (empty label, probabilities kept) when its top probability "
+    "is below this; the count goes to stderr.",
+)
+@click.option(
     "--format",
     "fmt",
     type=click.Choice(["table", "json", "csv"]),
@@ -68,12 +76,18 @@ def read_texts(texts: tuple[str, ...], input_path: Path | None, text_column: str
     help="Output: aligned table, JSON records, or CSV.",
 )
 def main(
-    texts: tuple[str, ...], model_path: Path, input_path: Path | None, text_column: str, fmt: str
+    texts: tuple[str, ...],
+    model_path: Path,
+    input_path: Path | None,
+    text_column: str,
+    min_confidence: float,
+    fmt: str,
 ) -> None:
     """Print the predicted label and the probability of every label for each text.
 
     Texts come from the arguments, or from --input, or one per line on stdin. A text with no
-    words left after cleaning gets an empty label and a warning; the others are labelled."""
+    words left after cleaning gets an empty label and a warning; so does, with
+    --min-confidence P, each text whose top probability is below P (counted on stderr)."""
     # torch and the model's code load here, not at the top: ~1.3 s that `--help` and usage
     # errors need not wait for.
     import torch
@@ -89,8 +103,17 @@ def main(
         texts_in = read_texts(texts, input_path, text_column)
         if not texts_in:
             raise PipelineError("No texts to label; pass them as arguments, --input or stdin.")
-        out = predict_texts(checkpoint, texts_in)
-    for number in out.index[out["label"] == ""]:
+        out = predict_texts(checkpoint, texts_in, min_confidence)
+    unlabelled = out["label"] == ""
+    no_words = out.iloc[:, 2:].isna().all(axis=1)  # the p_<label> columns: NaN when not scored
+    unsure = int((unlabelled & ~no_words).sum())
+    if unsure:
+        click.echo(
+            f"{unsure} of {len(out)} texts have a top probability below {min_confidence} "
+            "(--min-confidence); they are not labelled.",
+            err=True,
+        )
+    for number in out.index[no_words]:
         click.echo(
             f"Warning: text {number + 1} ({texts_in[number][:40]!r}) has no words left after "
             "cleaning; it is not labelled.",

@@ -80,6 +80,7 @@ def main(
     # and usage errors need not wait for.
     from dvclive import Live
 
+    from pipeline import calibration
     from pipeline.checkpoint import save_checkpoint
     from pipeline.training import train_model
 
@@ -111,15 +112,25 @@ def main(
                         + f"  {metrics['seconds']:.1f}s"
                     )
 
+            # train.calibrate: the temperature is fitted on training rows held out of training,
+            # not on the validation rows, which choose the encoder share and which every
+            # reported score (calibration included) is measured on.
+            held_out = None
+            if params.train.calibrate:
+                train, held_out = calibration.hold_out(train, params.train.seed)
             checkpoint = train_model(
                 train, val, vocab, params.model, params.train, params.clean, log, pretrained_dir
             )
         if not main_rank:
             return
+        fitted = ""
+        if held_out is not None:
+            checkpoint.temperature = calibration.fit_on(checkpoint, held_out)
+            fitted = f", temperature {checkpoint.temperature:.4f} on {len(held_out)} held-out rows"
         save_checkpoint(model_path, checkpoint)
     click.echo(
         f"train: {epochs} epochs on {len(train)} rows, final val_accuracy "
-        f"{live.summary['val_accuracy']:.4f} -> {model_path}"
+        f"{live.summary['val_accuracy']:.4f}{fitted} -> {model_path}"
     )
 
 

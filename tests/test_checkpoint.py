@@ -7,7 +7,13 @@ import random
 import pytest
 import torch
 
-from pipeline.checkpoint import FORMAT, Checkpoint, load_checkpoint, save_checkpoint
+from pipeline.checkpoint import (
+    FORMAT,
+    UNCALIBRATED_FORMAT,
+    Checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from pipeline.encoding import encode_table, subwords_of
 from pipeline.errors import PipelineError
 from pipeline.model import TextClassifier
@@ -240,7 +246,7 @@ def test_a_format_5_checkpoint_is_one_sentence_asking_to_retrain(tmp_path, param
         load_checkpoint(path)
     assert str(error.value) == (
         f"{path} was trained by an older version of this pipeline (checkpoint format 5, this "
-        f"version reads {FORMAT}); retrain it with `dvc repro train`."
+        f"version reads {UNCALIBRATED_FORMAT} and {FORMAT}); retrain it with `dvc repro train`."
     )
 
 

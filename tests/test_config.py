@@ -77,8 +77,8 @@ def test_unknown_key_is_named_with_the_nearest_suggestion(tmp_path):
 
 def test_unknown_section_is_named(tmp_path):
     raw = repo_dict()
-    raw["evaluate"] = {"foo": 1}
-    assert "'evaluate'" in load_error(write_params(tmp_path, raw))
+    raw["deploy"] = {"foo": 1}
+    assert "'deploy'" in load_error(write_params(tmp_path, raw))
 
 
 @pytest.mark.parametrize(

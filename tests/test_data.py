@@ -7,6 +7,7 @@ import pytest
 from pipeline.config import CleanParams
 from pipeline.data import (
     LABEL,
+    ORIGINAL,
     TEXT,
     clean_table,
     read_columns,
@@ -158,8 +159,8 @@ def test_clean_table_drops_rows_and_counts_them_by_reason():
     )
     out, report = clean_table(raw, ALL)
     assert out.to_dict("records") == [
-        {TEXT: "what is 2 2", LABEL: "Maths"},
-        {TEXT: "speed of light", LABEL: "Physics"},
+        {TEXT: "what is 2 2", LABEL: "Maths", ORIGINAL: "What is 2+2?"},
+        {TEXT: "speed of light", LABEL: "Physics", ORIGINAL: "Speed of light"},
     ]
     assert report == {
         "rows_in": 8,

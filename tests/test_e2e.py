@@ -111,7 +111,12 @@ def test_repro_writes_reports_and_leaves_nothing_to_do(repro_project):
         "reports/eval/per_class.csv",
         "reports/eval/per_class_test.csv",
         "reports/eval/length.csv",
+        "reports/eval/errors.csv",
+        "reports/eval/label_issues.csv",
+        "reports/eval/reliability.csv",
+        "reports/eval/slices.csv",
         "reports/baseline/length.csv",
+        "reports/baseline/errors.csv",
         "reports/clean.json",
         "reports/split.json",
         "models/model.pt",
@@ -127,12 +132,14 @@ def test_repro_writes_reports_and_leaves_nothing_to_do(repro_project):
     # under `order`. Per class and per length: the CSVs.
     metrics = json.loads(read(repro_project, "reports/eval/metrics.json"))
     alone = ["accuracy_ngrams_only", "accuracy_transformer_only"]
-    assert sorted(metrics) == ["accuracy", *alone, "macro_f1", "order"]
+    assert sorted(metrics) == [
+        "accuracy", *alone, "calibration", "macro_f1", "order", "robustness"
+    ]  # fmt: skip
     assert all(0.0 < metrics[name] <= 1.0 for name in alone)
     assert sorted(metrics["order"]) == ["accuracy_shuffled", "drop", "transformer_only_shuffled"]
     baseline = json.loads(read(repro_project, "reports/baseline/metrics.json"))
     assert {name: sorted(scores) for name, scores in baseline.items()} == {
-        "baseline": ["accuracy", "macro_f1", "order"]
+        "baseline": ["accuracy", "macro_f1", "order", "robustness"]
     }
     assert sorted(baseline["baseline"]["order"]) == ["accuracy_shuffled", "drop"]
     per_class = pd.read_csv(repro_project / "reports/eval/per_class.csv")

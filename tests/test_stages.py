@@ -99,7 +99,7 @@ def test_clean_writes_table_and_report(tmp_path):
     result = run_stage("clean", *clean_args(raw, tmp_path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "10 rows in, 10 out" in result.stdout
-    assert (tmp_path / "out" / "clean.csv").read_text().startswith("text,label\n")
+    assert (tmp_path / "out" / "clean.csv").read_text().startswith("text,label,original\n")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

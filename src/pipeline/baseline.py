@@ -2,6 +2,7 @@
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from pipeline.config import BaselineParams
@@ -32,3 +33,11 @@ def fit_baseline(train: pd.DataFrame, params: BaselineParams) -> "Pipeline":
 
 def predict_baseline(model: "Pipeline", table: pd.DataFrame) -> list[str]:
     return [str(label) for label in model.predict(table[TEXT])]
+
+
+def baseline_scores(model: "Pipeline", texts: list[str]) -> np.ndarray:
+    """Decision scores (rows, labels in sorted order, as model.classes_): the top one is the
+    prediction. With two labels LinearSVC gives one score, for the second: the first gets its
+    negative."""
+    scores = model.decision_function(texts)
+    return np.column_stack([-scores, scores]) if scores.ndim == 1 else scores

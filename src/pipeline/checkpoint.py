@@ -29,8 +29,13 @@ from pipeline.vocab import Vocab
 # model.attention_dropout param; format 6 holds every weight of the encoder under `encoder.`
 # (model.ScratchEncoder's `encoder.embedding.weight`, `encoder.transformer.layers.0. ...`;
 # model.PretrainedEncoder's `encoder.bert. ...`); format 7 the `encoder_share` of a model with
-# an n-gram path (it predicts with a mixture of the two paths' probabilities).
-FORMAT = 7
+# an n-gram path (it predicts with a mixture of the two paths' probabilities); format 8 a
+# `temperature` (train.calibrate) that divides the logits before the softmax.
+FORMAT = 8
+# A checkpoint without a temperature (train.calibrate false, the default) is still written as
+# format 7, byte for byte as before; this version reads it with temperature 1. A calibrated one
+# is format 8, which older versions refuse instead of printing uncalibrated probabilities.
+UNCALIBRATED_FORMAT = 7
 
 
 @dataclass
@@ -46,6 +51,8 @@ class Checkpoint:
     # The pretrained encoder's config.json and tokenizer.json as plain dicts, so that the
     # checkpoint alone rebuilds it and its tokenizer; None for the from-scratch encoder.
     pretrained: dict | None = None
+    # Divides the logits before the softmax (pipeline.calibration): 1 = as trained.
+    temperature: float = 1.0
 
     def word_pieces(self) -> WordPieces | None:
         """The pretrained encoder's tokenizer, or None (the vocabulary's words are the ids)."""
@@ -53,8 +60,9 @@ class Checkpoint:
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
+    calibrated = checkpoint.temperature != 1.0
     payload = {
-        "format": FORMAT,
+        "format": FORMAT if calibrated else UNCALIBRATED_FORMAT,
         # Constants of the code that shape the model's inputs: a model keeps its own.
         "inputs": {
             "cleaning_rules": CLEANING_RULES,
@@ -71,6 +79,8 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
         "trained_positions": checkpoint.trained_positions,
         "pretrained": checkpoint.pretrained,
     }
+    if calibrated:
+        payload["temperature"] = float(checkpoint.temperature)
     # Through a buffer: torch.save names the zip's inner folder after the file, and the
     # temporary file's random name would make equal checkpoints differ in their bytes.
     buffer = io.BytesIO()
@@ -111,6 +121,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
             int(payload["trained_positions"]),
             int(inputs["max_token_chars"]),
             encoder,
+            _temperature(payload),
         )
     except OlderCheckpoint as err:
         raise PipelineError(str(err)) from None
@@ -151,8 +162,21 @@ def _check_version(path: Path, payload: object) -> None:
             f"{path} was written by a newer version of this pipeline (checkpoint format "
             f"{found}, this version reads {FORMAT}); update the code (`git pull`) to use it."
         )
-    if found != FORMAT or rules != CLEANING_RULES:
+    if found not in (UNCALIBRATED_FORMAT, FORMAT) or rules != CLEANING_RULES:
         raise OlderCheckpoint(
             f"{path} was trained by an older version of this pipeline (checkpoint format {found},"
-            f" this version reads {FORMAT}); retrain it with `dvc repro train`."
+            f" this version reads {UNCALIBRATED_FORMAT} and {FORMAT}); retrain it with "
+            "`dvc repro train`."
         )
+
+
+def _temperature(payload: dict) -> float:
+    """Format 8 holds a positive temperature; format 7 has none (1)."""
+    if payload["format"] == UNCALIBRATED_FORMAT:
+        if "temperature" in payload:
+            raise KeyError("a format-7 checkpoint with a temperature")
+        return 1.0
+    temperature = float(payload["temperature"])
+    if not temperature > 0:
+        raise ValueError("temperature must be positive")
+    return temperature

@@ -12,7 +12,7 @@ import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, NewType, get_args, get_origin
 
 import yaml
 
@@ -25,6 +25,8 @@ Device = Literal["auto", "cpu", "cuda"]
 Analyzer = Literal["word", "char_wb"]
 Part = Literal["both", "transformer", "ngrams"]  # which of the model's paths gives the logits
 PATHS: tuple[Part, ...] = ("transformer", "ngrams")  # each scored alone where the model has both
+# A column name of the raw CSV, or "" for none: the one kind of string param that may be empty.
+OptionalColumn = NewType("OptionalColumn", str)
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,7 @@ class TrainParams:
     portable: bool  # pin CPU kernels (pipeline.portable): the same bytes on any x86-64 CPU
     processes: int  # data-parallel training processes (torch.distributed); 1 = one process
     position_loss: float  # weight of the shuffle-detection loss (pipeline.position_loss); 0 = off
+    calibrate: bool  # fit a temperature on held-out training rows (pipeline.calibration)
 
     def __post_init__(self) -> None:
         _require_seed(self.seed, "train.seed")
@@ -173,6 +176,11 @@ class BaselineParams:
 
 
 @dataclass(frozen=True)
+class EvaluateParams:
+    slice_column: OptionalColumn  # a raw CSV column to score per value of; "" = none
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataParams
     clean: CleanParams
@@ -181,6 +189,7 @@ class Params:
     model: ModelParams
     train: TrainParams
     baseline: BaselineParams
+    evaluate: EvaluateParams
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -207,7 +216,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if raw is None:
         raise PipelineError(
             f"{path} is empty; it must be a mapping of the sections data, clean, split, vocab, "
-            "model, train and baseline."
+            "model, train, baseline and evaluate."
         )
     if not isinstance(raw, dict):
         raise PipelineError(f"{path} must be a mapping of sections (data, clean, ...).")
@@ -293,6 +302,12 @@ def _convert(kind: Any, value: Any, key: str) -> Any:
         if not math.isfinite(value):
             raise PipelineError(f"'{key}' must be a finite number, not {value!r}.")
         return float(value)
+    if kind is OptionalColumn:
+        if value is None:  # `slice_column:` with nothing after it
+            return ""
+        if not isinstance(value, str):
+            raise PipelineError(f"'{key}' must be a column name or empty, not {value!r}.")
+        return value.strip()
     if kind is str:
         if not isinstance(value, str) or not value.strip():
             raise PipelineError(f"'{key}' must be a non-empty string, not {value!r}.")

@@ -15,8 +15,14 @@ from pipeline.errors import PipelineError
 from pipeline.files import atomic_path
 from pipeline.text import clean_text
 
-# Every table after the clean stage has exactly these two columns, whatever the raw CSV called them.
+# Every table after the clean stage has these two columns, whatever the raw CSV called them: the
+# cleaned text, the one model input, and the label.
 TEXT, LABEL = "text", "label"
+# Then, carried beside them for the reports and never read by a model: the text as the raw CSV
+# has it (errors.csv, the robustness checks perturb it as a user would write it) and the value
+# of evaluate.slice_column when one is set (slices.csv). A table written by hand may lack them.
+ORIGINAL, SLICE = "original", "slice"
+COLUMNS = [TEXT, LABEL, ORIGINAL, SLICE]
 
 # How pandas reports a row with more fields than the header.
 _FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
@@ -103,23 +109,34 @@ def read_columns(path: Path, columns: list[tuple[str, str]], fix: str) -> pd.Dat
 
 
 def read_raw(
-    path: Path, text_column: str, label_column: str, fix: str = "check data.raw in params.yaml"
+    path: Path,
+    text_column: str,
+    label_column: str,
+    fix: str = "check data.raw in params.yaml",
+    slice_column: str = "",
 ) -> pd.DataFrame:
-    """Read the user's CSV and return its text and label columns as `text` and `label`."""
+    """Read the user's CSV and return its text and label columns as `text` and `label` (and
+    `slice_column`, when given, as `slice`)."""
     settings = [
         (text_column, "data.text_column in params.yaml"),
         (label_column, "data.label_column in params.yaml"),
     ]
+    if slice_column:
+        settings.append((slice_column, "evaluate.slice_column in params.yaml"))
     table = read_columns(path, settings, fix)
-    return pd.DataFrame({TEXT: table[text_column], LABEL: table[label_column]})
+    out = pd.DataFrame({TEXT: table[text_column], LABEL: table[label_column]})
+    if slice_column:
+        out[SLICE] = table[slice_column].str.strip()
+    return out
 
 
 def read_table(path: Path, allow_empty: bool = False) -> pd.DataFrame:
-    """Read a table written by an earlier stage (columns `text` and `label`; at least one row
-    unless `allow_empty`, as for the test rows, which are a header only when split.test_size
-    is 0)."""
+    """Read a table written by an earlier stage (columns `text` and `label`, then `original`
+    and `slice` if it has them; at least one row unless `allow_empty`, as for the test rows,
+    which are a header only when split.test_size is 0)."""
     table = read_csv(path, fix="run `dvc repro` to write it")
-    if list(table.columns) != [TEXT, LABEL]:
+    found = list(table.columns)
+    if found[:2] != [TEXT, LABEL] or found != [c for c in COLUMNS if c in found]:
         raise PipelineError(f"{path} was not written by this pipeline; run `dvc repro` again.")
     if table.empty and not allow_empty:
         raise PipelineError(f"{path} has no rows; run `dvc repro` again.")
@@ -131,6 +148,12 @@ def write_table(table: pd.DataFrame, path: Path) -> None:
         table.to_csv(tmp, index=False)
 
 
+def originals(table: pd.DataFrame) -> list[str]:
+    """Each row's text as the raw CSV has it; a table of cleaned texts alone (written by hand,
+    not by the clean stage) has no other."""
+    return list(table[ORIGINAL] if ORIGINAL in table else table[TEXT])
+
+
 def label_counts(table: pd.DataFrame) -> dict[str, int]:
     """Rows per label, labels sorted: for the stages' JSON reports."""
     return {str(k): int(v) for k, v in table[LABEL].value_counts().sort_index().items()}
@@ -140,7 +163,8 @@ def clean_table(table: pd.DataFrame, params: CleanParams) -> tuple[pd.DataFrame,
     """Clean every text, drop rows with no text or no label, and count what was dropped and why.
 
     Labels lose surrounding spaces but keep their case: " Physics " is "Physics", while
-    "physics" is another label.
+    "physics" is another label. Each kept row keeps its raw text as `original` (and its
+    `slice`, if the table has one).
     """
     labels = table[LABEL].str.strip()
     no_label = labels == ""
@@ -148,7 +172,10 @@ def clean_table(table: pd.DataFrame, params: CleanParams) -> tuple[pd.DataFrame,
     cleaned = table[TEXT].map(lambda text: clean_text(text, params))
     emptied = (cleaned == "") & ~no_label & ~no_text
     keep = ~(no_label | no_text | emptied)
-    out = pd.DataFrame({TEXT: cleaned[keep], LABEL: labels[keep]}).reset_index(drop=True)
+    out = pd.DataFrame({TEXT: cleaned, LABEL: labels, ORIGINAL: table[TEXT]})
+    if SLICE in table:
+        out[SLICE] = table[SLICE]
+    out = out[keep].reset_index(drop=True)
     report = {
         "rows_in": len(table),
         "rows_out": len(out),

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.data import write_table
+from pipeline.data import TEXT, originals, write_table
 from pipeline.files import write_json
 from pipeline.text import tokenize
 
@@ -29,13 +29,16 @@ class Predictions:
     """One set of rows' true labels, the labels predicted for them and for the same rows with
     each text's words shuffled (shuffle_words: the order probe), and any scores of the model's
     own on them: `extra` in the headline (evaluate's accuracy of each path alone), `order_extra`
-    in the `order` block (its transformer alone on the shuffled texts)."""
+    in the `order` block (its transformer alone on the shuffled texts). `scores` (rows, labels
+    in the stage's label order): what the prediction is the top of, the model's probabilities
+    or the baseline's decision scores, for errors.csv and the quality checks."""
 
     true: list[str]
     predicted: list[str]
     shuffled: list[str]
     extra: dict[str, float] = field(default_factory=dict)
     order_extra: dict[str, float] = field(default_factory=dict)
+    scores: np.ndarray | None = None
 
 
 def _round(x: float) -> float:
@@ -154,12 +157,61 @@ def length_table(edges: list[int], texts: Iterable[str], rows: Predictions) -> p
     return pd.DataFrame(records, columns=LENGTH_COLUMNS).astype({"max_tokens": "Int64"})
 
 
+ERROR_COLUMNS = ["split", "row", "original", "text", "label", "predicted"]
+
+
+def errors_table(
+    parts: dict[str, tuple[pd.DataFrame, Predictions]], labels: list[str], score: str
+) -> pd.DataFrame:
+    """Every misclassified row of each named set of rows ("val", "test": its table and its
+    predictions), most confident mistakes first (the highest score of the predicted label, then
+    in file order): its place in its split's CSV (`row`, from 0), raw and cleaned text, true and
+    predicted label, and the score of each, named `<score>_label` and `<score>_predicted` (for a
+    model's probabilities, `p_predicted` is its top probability)."""
+    index = {label: i for i, label in enumerate(labels)}
+    records = []
+    for name, (table, rows) in parts.items():
+        raw = originals(table)
+        for row, (true, predicted) in enumerate(zip(rows.true, rows.predicted, strict=True)):
+            if true != predicted:
+                scores = [_round(rows.scores[row, index[label]]) for label in (true, predicted)]
+                records.append(
+                    [name, row, raw[row], table[TEXT].iloc[row], true, predicted, *scores]
+                )
+    columns = [*ERROR_COLUMNS, f"{score}_label", f"{score}_predicted"]
+    table = pd.DataFrame(records, columns=columns)
+    # Stable: equal scores stay in file order, val before test.
+    return table.sort_values(columns[-1], ascending=False, kind="stable").reset_index(drop=True)
+
+
+SLICE_COLUMNS = ["slice", "rows", "accuracy"]
+
+
+def slice_table(values: list[str] | None, rows: Predictions) -> pd.DataFrame:
+    """Rows and accuracy per value of the slice column (by value; an empty value is "(empty)"),
+    or one slice of all rows when there is no slice column, so that the plot always draws."""
+    if values is None:
+        values = ["(all rows: no evaluate.slice_column)"] * len(rows.true)
+    right = pd.Series(np.array(rows.true) == np.array(rows.predicted))
+    names = pd.Series([value or "(empty)" for value in values])
+    grouped = right.groupby(names, sort=True)
+    return pd.DataFrame(
+        {
+            "slice": grouped.size().index,
+            "rows": grouped.size().to_numpy(),
+            "accuracy": [_round(x) for x in grouped.mean()],
+        },
+        columns=SLICE_COLUMNS,
+    )
+
+
 def write_scores(
     output: Path,
     labels: list[str],
     val: Predictions,
     test: Predictions | None = None,
     name: str | None = None,
+    blocks: dict | None = None,
 ) -> dict:
     """Score the validation rows (and the test rows, if any) and write to `output`:
 
@@ -170,9 +222,10 @@ def write_scores(
     - per_class.csv and per_class_test.csv (a header only without test rows, as test.csv);
     - confusion.csv of the validation rows.
 
-    metrics.json last, so that its presence means the others are complete. Returns the scores
-    as written, without `name`."""
-    metrics = headline_scores(val, labels)
+    `blocks` are more headline numbers of the validation rows (calibration, robustness), merged
+    into metrics.json beside the scores. metrics.json last, so that its presence means the
+    others are complete. Returns the scores as written, without `name`."""
+    metrics = headline_scores(val, labels) | (blocks or {})
     if test is not None:
         metrics["test"] = headline_scores(test, labels)
     on_test = (

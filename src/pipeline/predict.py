@@ -43,31 +43,48 @@ def _encode(checkpoint: Checkpoint, cleaned: list[str]) -> Encoded:
     )
 
 
+def logits_by_part(
+    checkpoint: Checkpoint, cleaned: list[str], parts: tuple[Part, ...] = ("both",)
+) -> dict[Part, torch.Tensor]:
+    """Logits (rows, labels) of texts already cleaned like the training rows, by the whole model
+    and/or by one of its paths alone, for each of `parts`; the texts are encoded once for all."""
+    data = _encode(checkpoint, cleaned)
+    cpu = torch.device("cpu")
+    return {part: predict_logits(checkpoint.model, data, BATCH_SIZE, cpu, part) for part in parts}
+
+
+def probabilities(checkpoint: Checkpoint, logits: torch.Tensor) -> torch.Tensor:
+    """The whole model's class probabilities from its logits: scaled by the checkpoint's
+    temperature (1 unless train.calibrate fitted one), as predict prints them."""
+    return (logits / checkpoint.temperature).softmax(dim=1)
+
+
 def predict_proba(checkpoint: Checkpoint, cleaned: list[str]) -> torch.Tensor:
     """Class probabilities (rows, labels) for texts already cleaned like the training rows."""
-    data = _encode(checkpoint, cleaned)
-    return predict_logits(checkpoint.model, data, BATCH_SIZE, torch.device("cpu")).softmax(dim=1)
+    return probabilities(checkpoint, logits_by_part(checkpoint, cleaned)["both"])
 
 
 def predict_labels(
     checkpoint: Checkpoint, cleaned: list[str], parts: tuple[Part, ...] = ("both",)
 ) -> dict[Part, list[str]]:
     """The most probable label of each cleaned text, by the whole model and/or by one of its
-    paths alone, for each of `parts`; the texts are encoded once for all of them."""
-    data = _encode(checkpoint, cleaned)
+    paths alone, for each of `parts` (a temperature never changes which label is on top)."""
     labels = checkpoint.vocab.labels
-    predicted = {}
-    for part in parts:
-        logits = predict_logits(checkpoint.model, data, BATCH_SIZE, torch.device("cpu"), part)
-        predicted[part] = [labels[i] for i in logits.argmax(dim=1)]
-    return predicted
+    return {
+        part: [labels[i] for i in logits.argmax(dim=1)]
+        for part, logits in logits_by_part(checkpoint, cleaned, parts).items()
+    }
 
 
-def predict_texts(checkpoint: Checkpoint, texts: list[str]) -> pd.DataFrame:
+def predict_texts(
+    checkpoint: Checkpoint, texts: list[str], min_confidence: float = 0.0
+) -> pd.DataFrame:
     """Label raw texts: one row per text with its label and a column `p_<label>` per label.
 
     A text with no words left after cleaning cannot be labelled: its label is "" and its
-    probabilities are missing (NaN). Raises PipelineError only if no text can be labelled.
+    probabilities are missing (NaN). A text whose top probability is below `min_confidence`
+    is left unlabelled too (label "", probabilities kept), as Made With ML's "other". Raises
+    PipelineError only if no text can be labelled.
     """
     cleaned = [clean_text(text, checkpoint.clean) for text in texts]
     keep = [i for i, text in enumerate(cleaned) if text]
@@ -81,7 +98,8 @@ def predict_texts(checkpoint: Checkpoint, texts: list[str]) -> pd.DataFrame:
     probs[keep] = predict_proba(checkpoint, [cleaned[i] for i in keep])
     predicted = [""] * len(texts)
     for i in keep:
-        predicted[i] = labels[int(probs[i].argmax())]
+        if probs[i].max() >= min_confidence:
+            predicted[i] = labels[int(probs[i].argmax())]
     out = pd.DataFrame({"text": texts, "label": predicted})
     for i, label in enumerate(labels):
         out[f"p_{label}"] = probs[:, i].numpy().round(4)
