@@ -101,7 +101,9 @@ def main(
         # Optuna, SQLAlchemy and matplotlib load here: `--help` and usage errors need not wait.
         from pipeline import study as tuning
 
-        study = tuning.open_study(storage, study_name, direction, seed, space.pruner)
+        study = tuning.open_study(
+            storage, study_name, direction, seed, space.pruner, create=not report_only
+        )
         if not report_only:
             baseline = tuning.git(repo, "rev-parse", "HEAD").strip()
             # Fail before any trial on a metric that HEAD's committed metrics lack.

@@ -168,7 +168,7 @@ def test_malformed_or_missing_space_file_is_one_sentence(tmp_path):
 
 
 def test_an_unreachable_storage_is_one_sentence_without_its_password(tmp_path):
-    pytest.importorskip("psycopg2", reason="the PostgreSQL driver (tune extra) is not installed")
+    pytest.importorskip("psycopg", reason="the PostgreSQL driver (tune extra) is not installed")
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     result = subprocess.run(
         [
@@ -186,8 +186,23 @@ def test_an_unreachable_storage_is_one_sentence_without_its_password(tmp_path):
         text=True,
         timeout=60,
     )
-    assert_one_sentence(result, "Cannot open the study's storage postgresql://tuner:***@127.0.0.1")
+    assert_one_sentence(
+        result, "Cannot open the study's storage postgresql://tuner:***@127.0.0.1:1/", "refused"
+    )
     assert "secret" not in result.stderr
+
+
+def test_a_report_of_a_study_that_does_not_exist_is_one_sentence(tmp_path):
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "tune.yaml").write_text((ROOT / "tune.yaml").read_text())
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "tune.py"), "--study", "nope", "--report"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert_one_sentence(result, "There is no study 'nope' in sqlite:///", "check --study")
 
 
 def test_a_trial_asked_when_the_study_is_full_is_left_uncounted_and_unrun():

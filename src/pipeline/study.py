@@ -50,19 +50,23 @@ STOP_SECONDS = 60.0  # how long an interrupted run may take to clean up before i
 UNCOUNTED = "uncounted"
 
 
-def open_study(storage: str, name: str, direction: str, seed: int, pruner: Pruner) -> optuna.Study:
-    """The study `name` in `storage`, created if new; TPE seeded with `seed` plus the number of
-    trials it already has, so that a resumed (or a second) process draws other points."""
+def open_study(
+    storage: str, name: str, direction: str, seed: int, pruner: Pruner, create: bool = True
+) -> optuna.Study:
+    """The study `name` in `storage`, created if new (`create`); TPE seeded with `seed` plus the
+    number of trials it already has, so that a resumed (or a second) process draws others."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own line per trial instead
     # constant_liar (experimental in Optuna 4.9): a running trial counts as a bad one, so that
     # parallel trials do not all sample the same point.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
-        rdb = optuna.storages.RDBStorage(storage)
-        done = 0
+        rdb = _storage(storage)
+        done = None
         if name in {s.study_name for s in optuna.get_all_study_summaries(rdb)}:
             done = len(optuna.load_study(study_name=name, storage=rdb).trials)
-        sampler = optuna.samplers.TPESampler(seed=(seed + done) % 2**32, constant_liar=True)
+        if done is None and not create:
+            raise PipelineError(f"There is no study '{name}' in {_safe(storage)}; check --study.")
+        sampler = optuna.samplers.TPESampler(seed=(seed + (done or 0)) % 2**32, constant_liar=True)
         study = optuna.create_study(
             storage=rdb,
             study_name=name,
@@ -71,6 +75,8 @@ def open_study(storage: str, name: str, direction: str, seed: int, pruner: Prune
             pruner=make_pruner(pruner),
             load_if_exists=True,
         )
+    except PipelineError:
+        raise
     except Exception as err:  # SQLAlchemy's and the drivers' errors have no common base
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise PipelineError(
@@ -84,6 +90,19 @@ def open_study(storage: str, name: str, direction: str, seed: int, pruner: Prune
             "or choose another --study."
         )
     return study
+
+
+def _storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's storage at `url`. Two machines that start at once on an empty database both
+    create its tables, and one of them fails on the other's (a unique key violated, a table that
+    exists): it then finds them made, the second time."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    try:
+        return optuna.storages.RDBStorage(url)
+    except (IntegrityError, ProgrammingError):
+        time.sleep(1.0)
+        return optuna.storages.RDBStorage(url)
 
 
 def _safe(url: str) -> str:
@@ -149,6 +168,9 @@ def run_study(
             errors.append(err)
             stop.set()
 
+    # Ctrl-C as a KeyboardInterrupt even where SIGINT came ignored (a shell's background job):
+    # then the runs, which inherit the handling, stop on the SIGINT that `interrupt` sends.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     threads = [threading.Thread(target=worker, name=f"tune-{i}") for i in range(jobs)]
     for thread in threads:
         thread.start()
