@@ -14,7 +14,7 @@ from pipeline.data import ORIGINAL, SLICE, TEXT
 from pipeline.predict import predict_proba
 from tests.conftest import TINY, write_csv
 from tests.test_checkpoint import make_checkpoint
-from tests.test_stages import options, run_stage, write_params
+from tests.test_stages import assert_one_sentence, options, run_stage, write_params
 
 LABELS = ["Physics", "Chemistry", "Maths"]
 
@@ -145,3 +145,17 @@ def test_predict_min_confidence_leaves_unsure_texts_unlabelled(calibrated):
     assert f"1 of 2 texts have a top probability below {float(threshold)}" in result.stderr
     bad = run_stage("predict", *args, "--min-confidence", "1.5", cwd=calibrated)
     assert bad.returncode != 0 and "1.5" in bad.stderr
+
+
+def test_a_slice_column_the_csv_lacks_is_one_sentence_and_no_output(tmp_path):
+    write_csv(tmp_path / "raw.csv", LABELS, 3, "question", "subject")
+    write_params(
+        tmp_path,
+        data={"raw": "raw.csv", "text_column": "question", "label_column": "subject"},
+        evaluate={"slice_column": "source"},
+    )
+    out = tmp_path / "out"
+    args = ["--output", str(out / "clean.csv"), "--report", str(out / "clean.json")]
+    result = run_stage("clean", *args, cwd=tmp_path)
+    assert_one_sentence(result, "no column 'source'", "evaluate.slice_column", "question, subject")
+    assert not out.exists()

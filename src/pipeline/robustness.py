@@ -104,11 +104,12 @@ def typical_words(texts: list[str], labels: list[str], names: list[str]) -> dict
     return words
 
 
-def _scores_of(score: Scorer, texts: list[str]) -> dict[str, np.ndarray]:
-    """Scores of distinct texts, each scored once: with lower-casing and punctuation removal
-    some perturbations clean to the text as it was."""
-    distinct = sorted(set(texts))
-    return dict(zip(distinct, score(distinct), strict=True))
+def _scores_of(score: Scorer, texts: list[str], known: dict[str, np.ndarray]) -> dict:
+    """Scores of `texts`, each distinct text scored once and none of those `known` already:
+    with the default cleaning (lower case, no punctuation) some perturbations clean to the text
+    as written, whose scores the caller has."""
+    todo = sorted(set(texts) - set(known))
+    return known | dict(zip(todo, score(todo), strict=True)) if todo else known
 
 
 def robustness_scores(
@@ -127,7 +128,8 @@ def robustness_scores(
     perturbed = {name: [clean(text) for text in perturb(originals, name)] for name in PERTURBATIONS}
     targets, words = directional or ([], [])
     appended = [clean(f"{text} {word}") for text, word in zip(originals, words, strict=False)]
-    scored = _scores_of(score, [t for texts in perturbed.values() for t in texts] + appended)
+    written = dict(zip((clean(text) for text in originals), scores, strict=True))
+    scored = _scores_of(score, [t for ts in perturbed.values() for t in ts] + appended, written)
     result = {}
     for name, texts in perturbed.items():
         changed = np.array([scored[t] for t in texts]).argmax(axis=1) != predicted
