@@ -1,4 +1,4 @@
-"""Stage `clean`: raw CSV -> data/interim/clean.csv with columns text,label."""
+"""Stage `clean`: raw CSV -> data/interim/clean.csv with columns text,label,original (and slice)."""
 
 import sys
 from pathlib import Path
