@@ -302,6 +302,7 @@ def load(project: Path) -> optuna.Study:
     return optuna.load_study(study_name="tune", storage=f"sqlite:///{project / 'tune.db'}")
 
 
+@pytest.mark.e2e
 def test_a_study_runs_trials_as_experiments_prunes_and_resumes(project):
     result = tune(project, "--space", "tune.yaml", "--trials", "2", "--seed", "11")
     assert result.returncode == 0, result.stdout + result.stderr
