@@ -74,8 +74,8 @@ def encoder_passes(split, monkeypatch, position_loss):
 
 def test_at_weight_zero_nothing_is_built_and_the_encoder_runs_once_per_batch(split, monkeypatch):
     """No detector, no second pass (and so no random draws for it): the same training as
-    before the feature. The bytes themselves: tests/test_portability.py's committed fixture,
-    made before train.position_loss existed, still matches."""
+    before the feature (whose bytes, before issue 21 changed the model, matched the committed
+    fixture of tests/test_portability.py made before it existed)."""
     passes, steps = encoder_passes(split, monkeypatch, 0.0)
     assert passes == steps
 
