@@ -104,17 +104,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def on_two_processes(runs, out, timeout=90):
-    """Run `worker` on two processes; fail (not hang) if they do not finish in time."""
-    context = mp.start_processes(
-        worker, args=(free_port(), runs, out), nprocs=2, join=False, start_method="spawn"
-    )
+def run_on_two(function, args, timeout=90) -> None:
+    """Run `function(rank, *args)` on two spawned processes; kill them and fail (not hang) if
+    they do not finish in time."""
+    context = mp.start_processes(function, args=args, nprocs=2, join=False, start_method="spawn")
     deadline = time.monotonic() + timeout
     while not context.join(timeout=1):
         if time.monotonic() > deadline:
             for process in context.processes:
                 process.kill()
             pytest.fail(f"two-process training did not finish in {timeout} s")
+
+
+def on_two_processes(runs, out, timeout=90):
+    """Run `worker` on two processes; return what rank 0 saved."""
+    run_on_two(worker, (free_port(), runs, out), timeout)
     return torch.load(out, weights_only=False)
 
 

@@ -5,12 +5,10 @@ over processes like the model's gradients."""
 import dataclasses
 import math
 import os
-import time
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from pipeline import distributed, objective
 from pipeline.data import split_table
@@ -21,7 +19,7 @@ from pipeline.position_loss import ShuffleDetector, reordered_bags, shuffled_ord
 from pipeline.training import fit, new_optimizer, train_epoch, train_model
 from pipeline.vocab import build_vocab
 from tests.conftest import synthetic_table, tiny_params
-from tests.test_distributed import free_port
+from tests.test_distributed import free_port, run_on_two
 
 CPU = torch.device("cpu")
 
@@ -239,19 +237,7 @@ def test_on_two_processes_the_ranks_stay_identical(split, tmp_path, timeout=90):
     params = tiny_params(epochs=1, position_loss=1.0)
     params = dataclasses.replace(params, train=dataclasses.replace(params.train, processes=2))
     out = tmp_path / "weights"
-    context = mp.start_processes(
-        worker,
-        args=(free_port(), params, *split, out),
-        nprocs=2,
-        join=False,
-        start_method="spawn",
-    )
-    deadline = time.monotonic() + timeout
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"two-process training did not finish in {timeout} s")
+    run_on_two(worker, (free_port(), params, *split, out), timeout)
     first, second = (torch.load(f"{out}.{rank}", weights_only=True) for rank in (0, 1))
     assert "detector.linear.weight" in first
     for key in first:

@@ -332,18 +332,12 @@ class TextClassifier(nn.Module):
         if part == "transformer" or self.ngrams is None:
             return self.transformer_logits(tokens, padding_mask, subwords, subword_counts)
         encoder, ngrams = self.path_logits(
-            tokens=tokens,
-            padding_mask=padding_mask,
-            subwords=subwords,
-            subword_counts=subword_counts,
-            ngram_ids=ngram_ids,
-            ngram_counts=ngram_counts,
+            tokens, padding_mask, subwords, subword_counts, ngram_ids, ngram_counts
         )
         return mixture_logits(encoder, ngrams, self.encoder_share)
 
     def path_logits(
         self,
-        *,  # as forward
         tokens: torch.Tensor,
         padding_mask: torch.Tensor,
         subwords: torch.Tensor | None = None,
@@ -351,7 +345,8 @@ class TextClassifier(nn.Module):
         ngram_ids: torch.Tensor | None = None,
         ngram_counts: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The encoder path's logits and the n-gram path's, each (batch, classes)."""
+        """The encoder path's logits and the n-gram path's, each (batch, classes), for the
+        inputs of forward in its order."""
         if self.ngrams is None:
             raise ValueError("this model has no n-gram path (model.ngram_path is false)")
         bags = self._bags(ngram_ids, ngram_counts)

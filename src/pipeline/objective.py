@@ -48,12 +48,7 @@ class Objective(nn.Module):
             )
         else:
             encoder, ngrams = model.path_logits(
-                tokens=tokens,
-                padding_mask=padding_mask,
-                subwords=subwords,
-                subword_counts=subword_counts,
-                ngram_ids=ngram_ids,
-                ngram_counts=ngram_counts,
+                tokens, padding_mask, subwords, subword_counts, ngram_ids, ngram_counts
             )
             loss = self.loss(model.joint_logits(encoder, ngrams), labels)
             loss = loss + self.loss(encoder, labels)

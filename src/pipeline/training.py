@@ -227,10 +227,10 @@ def fit(
     optimizer, schedule = new_optimizer(model, params, len(train), extra)
     # A generator of our own: the shuffling order depends on the seed and nothing else.
     shuffle = torch.Generator().manual_seed(params.seed)
+    steps = steps_per_epoch(len(train), params.batch_size)
+    main_rank = distributed.rank() == 0
     for epoch in range(1, params.epochs + 1):
         start = time.perf_counter()
-        steps = steps_per_epoch(len(train), params.batch_size)
-        main_rank = distributed.rank() == 0
         with EpochProgress(epoch, params.epochs, steps, len(train), main_rank) as progress:
             train_epoch(net, train, params, shuffle, optimizer, schedule, device, progress.step)
         # With an n-gram path the epoch ends by choosing the paths' mixture (as the model
