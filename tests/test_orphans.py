@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -86,3 +87,46 @@ def test_a_stage_behind_a_forking_shell_is_watched_by_a_thread():
     (the shell's death would fire it, not DVC's) but a thread that waits for DVC to end."""
     done = probe({DVC_STAGE: "train"}, shell=True)
     assert (done.returncode, done.stdout) == (0, "0 2\n"), done.stderr
+
+
+# A parent that starts `sleep` from a thread, as the tuning study starts a trial's run, prints
+# the child's pid, and waits.
+PARENT = """
+import subprocess, sys, threading, time
+from pipeline import distributed
+def start():
+    child = subprocess.Popen(["sleep", "120"], preexec_fn=distributed.dies_with_this_process())
+    print(child.pid, flush=True)
+    child.wait()
+threading.Thread(target=start).start()
+time.sleep(120)
+"""
+
+
+def test_a_child_started_with_dies_with_this_process_ends_when_its_parent_is_killed():
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    child = None
+    try:
+        child = int(parent.stdout.readline())
+        os.kill(parent.pid, KILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(child)
+    finally:
+        for pid in (parent.pid, child):
+            if pid is not None and alive(pid):
+                os.kill(pid, KILL)
+        parent.wait(timeout=10)
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie (a killed child of init is reaped at once; of ours, when waited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -254,6 +254,26 @@ def end_with_starter() -> None:
             _end_with_parent(dvc)
         else:
             _end_with_ancestor(dvc)
+
+
+def dies_with_this_process() -> Callable[[], None] | None:
+    """A `preexec_fn` for subprocess.Popen: the child gets the parent-death signal (SIGKILL),
+    which survives its exec, so it ends when this process ends, even by SIGKILL (a tuning
+    trial's `dvc exp run`, whose stage end_with_starter then ties to it). The signal follows
+    the thread that starts the child, so start it from a thread that waits for it. libc is
+    looked up here, before the fork: between fork and exec the child does only the call and a
+    check that this process had not already died. None elsewhere than Linux."""
+    if sys.platform != "linux":
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent, kill = os.getpid(), int(signal.SIGKILL)
+
+    def tie() -> None:
+        prctl(PR_SET_PDEATHSIG, kill, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return tie
 
 
 def _end_with_parent(expected: int) -> None:

@@ -33,6 +33,7 @@ import psutil
 import yaml
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from pipeline import distributed
 from pipeline.compare import Column, display_names, flatten, resolve
 from pipeline.config import Params
 from pipeline.errors import PipelineError
@@ -241,9 +242,15 @@ def run_trial(study: optuna.Study, trial: Trial, setup: Setup, stop: threading.E
     start = time.perf_counter()
     with log_path.open("w", encoding="utf-8") as log:
         # A session of its own: the terminal's Ctrl-C reaches this process only, which then
-        # interrupts each run itself, and can tell its trial how it ended.
+        # interrupts each run itself, and can tell its trial how it ended. Tied to this
+        # process: a SIGKILL of the study ends the run too (this thread waits for it).
         run = subprocess.Popen(
-            command, cwd=setup.repo, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            cwd=setup.repo,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=distributed.dies_with_this_process(),
         )
         pruned_at = watch(run, trial, EPOCH_METRIC[direction], stop)
     seconds = time.perf_counter() - start
