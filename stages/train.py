@@ -99,18 +99,18 @@ def main(
 
             def log(epoch: int, metrics: dict[str, float]) -> None:
                 distributed.fail_if_testing(epoch)
-                if not main_rank:
-                    return
-                live.step = epoch
-                for name in LOGGED:
-                    live.log_metric(name, round(metrics[name], 6))
-                live.make_summary()
-                if not quiet:
-                    click.echo(
-                        f"epoch {epoch:>3}/{epochs}  "
-                        + "  ".join(f"{name} {metrics[name]:.4f}" for name in LOGGED)
-                        + f"  {metrics['seconds']:.1f}s"
-                    )
+                if main_rank:
+                    live.step = epoch
+                    for name in LOGGED:
+                        live.log_metric(name, round(metrics[name], 6))
+                    live.make_summary()
+                    if not quiet:
+                        click.echo(
+                            f"epoch {epoch:>3}/{epochs}  "
+                            + "  ".join(f"{name} {metrics[name]:.4f}" for name in LOGGED)
+                            + f"  {metrics['seconds']:.1f}s"
+                        )
+                distributed.pause_if_testing(epoch)
 
             # train.calibrate: the temperature is fitted on training rows held out of training,
             # not on the validation rows, which choose the encoder share and which every

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
 
+from pipeline.distributed import TEST_PAUSE_S
 from pipeline.files import atomic_write_text
 from tests.test_e2e import make_project, sh, user_env
 
@@ -163,15 +163,17 @@ def after_epoch_1(line: str) -> bool:
     return line.startswith("epoch   1/")
 
 
+def paused_env(**extra: str) -> dict[str, str]:
+    """A user's environment in which training sleeps 30 s after epoch 1's report, so that a
+    kill on seeing that report lands mid-training however fast the machine is (a run killed
+    too late would write the model, a guard that failed would let it)."""
+    return user_env(**{TEST_PAUSE_S: "30"}, **extra)
+
+
 @pytest.fixture(scope="module")
 def done(tmp_path_factory) -> tuple[Path, dict[str, bytes]]:
-    """A project after an uninterrupted `dvc repro` (40 epochs, so that a kill after the first
-    epoch's line lands mid-training), and its outputs' bytes."""
+    """A project after an uninterrupted `dvc repro`, and its outputs' bytes."""
     project = make_project(tmp_path_factory.mktemp("crash") / "project", LABELS)
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["train"]["epochs"] = 40
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh(project, "git", "commit", "-qam", "40 epochs")
     sh(project, "dvc", "repro")
     return project, {name: (project / name).read_bytes() for name in OUTPUTS}
 
@@ -198,8 +200,8 @@ def test_a_write_removes_temporary_files_a_killed_write_left(tmp_path):
 @pytest.mark.e2e
 def test_train_killed_mid_epoch(done):
     project, expected = done
-    output, _ = kill_stage(project, "train", after_epoch_1, user_env())
-    assert "epoch  40/" not in output
+    output, _ = kill_stage(project, "train", after_epoch_1, paused_env())
+    assert "epoch   2/" not in output
     check_rerun(project, expected)
 
 
@@ -208,7 +210,7 @@ def test_train_ends_with_dvc_killed_alone(done):
     """DVC's usual shell execs the stage's command: the stage is DVC's child, and its
     parent-death signal ends it (pipeline.distributed.end_with_starter)."""
     project, expected = done
-    _, processes = kill_stage(project, "train", after_epoch_1, user_env(), target="dvc")
+    _, processes = kill_stage(project, "train", after_epoch_1, paused_env(), target="dvc")
     assert_nothing_outlives(processes, project / "models/model.pt", project / "reports/train")
     check_rerun(project, expected)
 

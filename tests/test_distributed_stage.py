@@ -14,7 +14,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.test_crashes import after_epoch_1, assert_nothing_outlives, kill_stage
+from tests.test_crashes import after_epoch_1, assert_nothing_outlives, kill_stage, paused_env
 from tests.test_e2e import make_project, sh, user_env
 
 pytestmark = pytest.mark.e2e
@@ -222,7 +222,7 @@ def test_nothing_outlives_a_killed_stage(project, target):
     sessions of their own), mid-training: nothing runs on, nothing is written after, and the
     rerun writes an uninterrupted run's bytes (curves with one row per epoch)."""
     path = project["path"]
-    _, processes = kill_stage(path, "train", after_epoch_1, user_env(), target)
+    _, processes = kill_stage(path, "train", after_epoch_1, paused_env(), target)
     assert len(processes) == 3  # the launcher and its two workers
     # Watched for 20 s, as long as the orphans of the report took to write (issue 20).
     assert_nothing_outlives(processes, path / "models/model.pt", path / "reports/train", quiet=20)
@@ -248,6 +248,6 @@ def test_nothing_outlives_dvc_killed_behind_a_forking_shell(project, tmp_path):
     shell.write_text(FORKING_SHELL)
     shell.chmod(0o755)
     path = project["path"]
-    _, processes = kill_stage(path, "train", after_epoch_1, user_env(SHELL=str(shell)), "dvc")
+    _, processes = kill_stage(path, "train", after_epoch_1, paused_env(SHELL=str(shell)), "dvc")
     assert len(processes) == 3
     assert_nothing_outlives(processes, path / "models/model.pt", path / "reports/train")

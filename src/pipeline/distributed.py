@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 TEST_FAIL_RANK = "PIPELINE_TEST_FAIL_RANK"
 # Tests only: the worker of this global rank raises an unexpected error (a bug) after epoch 1.
 TEST_BUG_RANK = "PIPELINE_TEST_BUG_RANK"
+# Tests only: every worker sleeps this many seconds after epoch 1's report, so that a test's
+# kill on seeing that report lands mid-training on a machine of any speed (tests/test_crashes.py).
+TEST_PAUSE_S = "PIPELINE_TEST_PAUSE_S"
 # Set by launch() for its workers: its pid, so that a worker can tell that its launcher died
 # before the worker set its guard (its parent is then another process).
 LAUNCHER_PID = "PIPELINE_LAUNCHER_PID"
@@ -138,6 +141,12 @@ def fail_if_testing(epoch: int) -> None:
         raise PipelineError(f"Injected failure on rank {rank()} ({TEST_FAIL_RANK}, tests only).")
     if os.environ.get(TEST_BUG_RANK) == str(rank()):
         raise RuntimeError(f"Injected bug on rank {rank()} ({TEST_BUG_RANK}, tests only).")
+
+
+def pause_if_testing(epoch: int) -> None:
+    """Tests only: after epoch 1 (reported), sleep TEST_PAUSE_S seconds."""
+    if epoch == 1 and TEST_PAUSE_S in os.environ:
+        time.sleep(float(os.environ[TEST_PAUSE_S]))
 
 
 def launch(processes: int, script: Path, args: list[str]) -> None:
