@@ -16,7 +16,14 @@ from pipeline.calibration import (
 from pipeline.data import LABEL, ORIGINAL, TEXT
 from pipeline.evaluation import Predictions, errors_table, slice_table
 from pipeline.label_issues import class_thresholds, find_issues, label_issue_table
-from pipeline.robustness import PERTURBATIONS, perturb, robustness_scores, typical_words
+from pipeline.robustness import (
+    MAX_ROWS,
+    PERTURBATIONS,
+    checked_rows,
+    perturb,
+    robustness_scores,
+    typical_words,
+)
 from tests.conftest import synthetic_table
 
 # --- calibration ----------------------------------------------------------------------------
@@ -195,6 +202,26 @@ def test_flip_rates_and_directional_share_from_a_scorer():
         score, str.lower, originals, as_written.argmax(1), as_written, None
     )
     assert "directional" not in no_direction
+
+
+def test_beyond_max_rows_a_seeded_sample_of_rows_is_checked():
+    rows = MAX_ROWS + 100
+    sample = checked_rows(rows)
+    assert len(set(sample)) == MAX_ROWS and list(sample) == sorted(sample) and sample[-1] < rows
+    assert np.array_equal(sample, checked_rows(rows))  # the same rows every run
+    assert list(checked_rows(3)) == [0, 1, 2]
+    seen = []
+
+    def score(texts: list[str]) -> np.ndarray:
+        seen.extend(texts)
+        return np.column_stack([np.ones(len(texts)), np.zeros(len(texts))])
+
+    originals = [f"row {i}" for i in range(rows)]
+    as_written = score(originals)
+    result = robustness_scores(score, str.lower, originals, np.zeros(rows, int), as_written, None)
+    assert result["rows"] == MAX_ROWS
+    prefixed = {int(text.split()[-1]) for text in seen if text.startswith("q1. ")}
+    assert prefixed == set(sample.tolist())
 
 
 # --- slices ---------------------------------------------------------------------------------

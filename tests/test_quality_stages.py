@@ -96,7 +96,8 @@ def test_every_report_file_is_written(calibrated):
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     baseline = json.loads((baseline_dir / "metrics.json").read_text())["baseline"]
     checks = {"upper_case", "spacing_punctuation", "typo", "numbers", "prefix", "directional"}
-    assert set(metrics["robustness"]) == checks == set(baseline["robustness"])
+    assert set(metrics["robustness"]) == {*checks, "rows"} == set(baseline["robustness"])
+    assert metrics["robustness"]["rows"] == baseline["robustness"]["rows"]
     assert "calibration" not in baseline  # decision scores are not probabilities
 
 
