@@ -12,6 +12,8 @@ import pytest
 import yaml
 
 from pipeline.config import load_params
+from pipeline.distributed import TEST_PAUSE_S
+from pipeline.early_stop import STOPPED_AT
 from pipeline.errors import PipelineError
 from pipeline.tuning import load_space, set_args
 from tests.conftest import ROOT
@@ -262,7 +264,9 @@ def test_direction_of_an_existing_study_is_kept(tmp_path):
 
 # One real study: trial 0 trains with a working rate, trial 1 with one that learns nothing,
 # which the median pruner stops after its first epoch (TPE's seeded draws: 0.03 then 1e-6;
-# whether the draws fall so is checked, not assumed).
+# whether the draws fall so is checked, not assumed). The stage stops after the epoch in which
+# the tuner's stop file appears, and a tiny epoch is shorter than the tuner's second between
+# looks: each run pauses 3 s after epoch 1 (TEST_PAUSE_S), so that trial 1 stops after epoch 1.
 GOOD, HOPELESS = 3.0e-2, 1.0e-6
 SPACE = {
     "fixed": {"train.epochs": 3, "model.ngram_path": False},  # the n-grams alone score 1.0
@@ -283,7 +287,8 @@ def project(tmp_path_factory) -> Path:
 
 
 def experiments(project: Path) -> dict[str, dict]:
-    """Each experiment `dvc exp show` lists, by name: its params and its model's metrics."""
+    """Each experiment `dvc exp show` lists, by name: its params, its model's metrics and its
+    train stage's."""
     shown = json.loads(sh(project, "dvc", "exp", "show", "--json"))
     found = {}
     for row in shown:
@@ -293,6 +298,7 @@ def experiments(project: Path) -> dict[str, dict]:
                 found[rev["name"]] = {
                     "params": data["params"]["params.yaml"]["data"],
                     "metrics": data["metrics"]["reports/eval/metrics.json"]["data"],
+                    "train": data["metrics"]["reports/train/metrics.json"]["data"],
                     "state": (exp.get("executor") or {}).get("state"),
                 }
     return found
@@ -304,7 +310,8 @@ def load(project: Path) -> optuna.Study:
 
 @pytest.mark.e2e
 def test_a_study_runs_trials_as_experiments_prunes_and_resumes(project):
-    result = tune(project, "--space", "tune.yaml", "--trials", "2", "--seed", "11")
+    paused = user_env(DVC_NO_ANALYTICS="1", **{TEST_PAUSE_S: "3"})
+    result = tune(project, "--space", "tune.yaml", "--trials", "2", "--seed", "11", env=paused)
     assert result.returncode == 0, result.stdout + result.stderr
     study = load(project)
     first, second = study.trials
@@ -319,10 +326,16 @@ def test_a_study_runs_trials_as_experiments_prunes_and_resumes(project):
     assert shown["tune-0"]["params"]["train"]["epochs"] == 3
     assert shown["tune-0"]["params"]["model"]["ngram_path"] is False
     assert shown["tune-0"]["metrics"]["accuracy"] == first.value
-    # The pruned run was interrupted: DVC keeps no experiment of it and no copy of the repo.
-    assert "tune-1" not in shown
+    assert shown["tune-0"]["train"]["step"] == 3 and STOPPED_AT not in shown["tune-0"]["train"]
+    # The pruned trial is an experiment too: its train stage stopped after epoch 1, says so,
+    # and holds that epoch's scores (the ones the pruner saw); evaluate scored its model.
+    pruned = shown["tune-1"]
+    assert pruned["params"]["train"]["lr"] == HOPELESS
+    assert pruned["train"][STOPPED_AT] == 1 and pruned["train"]["step"] == 1
+    assert pruned["train"]["val_accuracy"] == second.intermediate_values[1]
+    assert 0 <= pruned["metrics"]["accuracy"] <= 1
     assert not list((project / ".dvc" / "tmp" / "exps").glob("tmp*"))
-    assert "trial 1 (tune-1): pruned after epoch 1" in result.stdout
+    assert "trial 1 (tune-1): pruned after epoch 1, stopped after epoch 1" in result.stdout
     assert "dvc exp apply tune-0" in result.stdout
     # The study and its report are no part of git; the workspace is untouched.
     assert sh(project, "git", "status", "--porcelain", "--untracked-files=no") == ""
@@ -335,10 +348,14 @@ def test_a_study_runs_trials_as_experiments_prunes_and_resumes(project):
     assert [t.number for t in study.trials] == [0, 1, 2, 3]
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
     shown = experiments(project)
-    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    assert {f"tune-{t.number}" for t in complete} == set(shown)
-    for t in complete:
-        assert shown[f"tune-{t.number}"]["metrics"]["accuracy"] == t.value
+    # Every trial is an experiment, and `dvc exp show` tells the pruned ones (by the study)
+    # apart; whether the rerun's trials are pruned is the pruner's choice.
+    assert {f"tune-{t.number}" for t in study.trials} == set(shown)
+    for t in study.trials:
+        train = shown[f"tune-{t.number}"]["train"]
+        assert (STOPPED_AT in train) == (t.state == TrialState.PRUNED)
+        if t.state == TrialState.COMPLETE:
+            assert shown[f"tune-{t.number}"]["metrics"]["accuracy"] == t.value
 
     # --report alone runs nothing and names the best experiment; DVC applies it.
     result = tune(project, "--report")
