@@ -3,11 +3,16 @@ params.yaml, the study's bookkeeping and report on an in-memory study, and one r
 DVC experiments (pruning, resuming, two jobs) in a temporary project."""
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -369,3 +374,73 @@ def test_a_study_runs_trials_as_experiments_prunes_and_resumes(project):
     applied = yaml.safe_load((project / "params.yaml").read_text())
     assert applied["train"]["lr"] == study.best_trial.params["train.lr"]
     assert applied["train"]["epochs"] == 3
+
+
+def wait_for(condition: Callable[[], bool], what: str, limit: float = 300) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} after {limit} s"
+        time.sleep(0.5)
+
+
+@pytest.mark.e2e
+def test_ctrl_c_stops_the_trial_and_its_workers_and_a_rerun_completes_the_study(
+    tmp_path_factory,
+):
+    project = make_project(tmp_path_factory.mktemp("ctrl_c") / "project", ["Physics", "Maths"])
+    # Two training processes per trial: Ctrl-C must reach the workers of torch's launcher
+    # too, which sit in sessions of their own.
+    space = {
+        "fixed": {"train.epochs": 1, "train.processes": 2},
+        "search": {"train.lr": {"type": "float", "low": 1.0e-3, "high": 3.0e-2, "log": True}},
+        "pruner": {"kind": "none"},
+    }
+    write_space(project / "tune.yaml", space)
+    sh(project, "git", "add", "tune.yaml")
+    sh(project, "git", "commit", "-q", "-m", "search space")
+    # One trial: the interrupted one does not count, so the rerun runs one of its own.
+    command = [sys.executable, "stages/tune.py", "--trials", "1"]
+    # Its own process group, as a terminal's foreground job: Ctrl-C is a SIGINT to the group.
+    # Each run pauses after epoch 1 (TEST_PAUSE_S), so that the SIGINT lands mid-training.
+    running = subprocess.Popen(
+        command,
+        cwd=project,
+        env=user_env(DVC_NO_ANALYTICS="1", **{TEST_PAUSE_S: "120"}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    log = project / "reports" / "tune" / "tune" / "logs" / "tune-0.log"
+    try:
+        wait_for(lambda: log.is_file() and "epoch   1/1" in log.read_text(), "epoch 1")
+        tree = psutil.Process(running.pid).children(recursive=True)
+        trainers = [p for p in tree if "stages/train.py" in " ".join(p.cmdline())]
+        assert len(trainers) == 3, trainers  # the launcher and its two workers
+        os.killpg(running.pid, signal.SIGINT)
+        stdout, stderr = running.communicate(timeout=120)
+    finally:
+        if running.poll() is None:
+            os.killpg(running.pid, signal.SIGKILL)
+    assert running.returncode == 130, stdout + stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines() == [
+        "Interrupted: the running trials are stopped and marked failed; rerun the same "
+        "command to continue the study."
+    ]
+    assert "trial 0 (tune-0): interrupted" in stdout
+    # No process of the run is left: DVC, the stage, the launcher, its workers.
+    assert not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    (trial,) = load(project).trials
+    assert trial.state == TrialState.FAIL and tuning.UNCOUNTED in trial.user_attrs
+    # DVC kept no experiment and no copy of the repository; git sees nothing new.
+    assert experiments(project) == {}
+    assert not list((project / ".dvc" / "tmp" / "exps").glob("tmp*"))
+    assert sh(project, "git", "status", "--porcelain") == ""
+
+    # The same command again completes the study: the interrupted trial's place is taken.
+    result = tune(project, "--trials", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [t.state for t in load(project).trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert set(experiments(project)) == {"tune-1"}
+    assert sh(project, "git", "status", "--porcelain") == ""

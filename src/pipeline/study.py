@@ -164,7 +164,7 @@ def run_study(
     stop = threading.Event()
     errors: list[BaseException] = []
 
-    def worker() -> None:
+    def worker(done: threading.Event) -> None:
         try:
             while not stop.is_set():
                 with ask_lock:
@@ -175,21 +175,25 @@ def run_study(
         except BaseException as err:  # a bug: stop the others and show it in the main thread
             errors.append(err)
             stop.set()
+        finally:
+            done.set()
 
     # Ctrl-C as a KeyboardInterrupt even where SIGINT came ignored (a shell's background job):
     # then the runs, which inherit the handling, stop on the SIGINT that `interrupt` sends.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    threads = [threading.Thread(target=worker, name=f"tune-{i}") for i in range(jobs)]
-    for thread in threads:
-        thread.start()
+    finished = [threading.Event() for _ in range(jobs)]
+    for i, done in enumerate(finished):
+        threading.Thread(target=worker, args=(done,), name=f"tune-{i}").start()
+    # Events, not Thread.join: a Ctrl-C that lands in join() can make CPython take the running
+    # thread for ended (python/cpython#90882; seen on 3.11), and this process would exit at
+    # once, its runs killed (dies_with_this_process) instead of stopped and their trials told.
     try:
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.5)  # a timeout, so that Ctrl-C reaches this thread
+        for done in finished:
+            done.wait()
     except KeyboardInterrupt:
         stop.set()
-        for thread in threads:
-            thread.join()
+        for done in finished:
+            done.wait()
         raise
     if errors:
         raise errors[0]
