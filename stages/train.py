@@ -11,7 +11,7 @@ import click
 # (a queued experiment runs in a copy of the repository).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from pipeline import portable
+from pipeline import early_stop, portable
 from pipeline.cli import params_option, train_option, user_errors, val_option
 from pipeline.config import load_params
 from pipeline.data import read_table
@@ -67,6 +67,10 @@ def main(
 
     With train.processes N > 1 this command starts itself as N data-parallel processes (see
     pipeline.distributed); started by torchrun, it is one of them. Rank 0 writes the outputs.
+
+    With the environment variable PIPELINE_STOP_FILE set (stages/tune.py sets it for each
+    trial), training stops after any epoch at whose end that file exists; the model and
+    metrics are those of the epochs done, and metrics.json gets stopped_at_epoch.
     """
     # First of all: no worker outlives its launcher, no stage outlives DVC (when killed).
     from pipeline import distributed
@@ -93,11 +97,15 @@ def main(
         train, val = read_table(train_path), read_table(val_path)
         vocab = load_vocab(vocab_path)
         epochs = params.train.epochs
+        stop_file = early_stop.stop_file()
+        done = 0  # the last epoch trained: below `epochs` once stopped early
         # dvcyaml=False: dvc.yaml declares the metrics and plots by hand.
         live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False) if main_rank else None
         with live if live is not None else nullcontext():
 
-            def log(epoch: int, metrics: dict[str, float]) -> None:
+            def log(epoch: int, metrics: dict[str, float]) -> bool:
+                nonlocal done
+                done = epoch
                 distributed.fail_if_testing(epoch)
                 if main_rank:
                     live.step = epoch
@@ -111,6 +119,7 @@ def main(
                             + f"  {metrics['seconds']:.1f}s"
                         )
                 distributed.pause_if_testing(epoch)
+                return stop_file is not None and stop_file.exists()
 
             # train.calibrate: the temperature is fitted on training rows held out of training,
             # not on the validation rows, which choose the encoder share and which every
@@ -121,6 +130,10 @@ def main(
             checkpoint = train_model(
                 train, val, vocab, params.model, params.train, params.clean, log, pretrained_dir
             )
+            if main_rank and done < epochs:
+                # Written into metrics.json as the `with` ends: `dvc exp show` shows the column
+                # for this run alone (a run of every epoch has no such key, as before).
+                live.summary[early_stop.STOPPED_AT] = done
         if not main_rank:
             return
         fitted = ""
@@ -128,8 +141,11 @@ def main(
             checkpoint.temperature = calibration.fit_on(checkpoint, held_out)
             fitted = f", temperature {checkpoint.temperature:.4f} on {len(held_out)} held-out rows"
         save_checkpoint(model_path, checkpoint)
+    trained = f"{epochs} epochs"
+    if done < epochs:
+        trained = f"{done} of {epochs} epochs (stopped: {early_stop.STOP_FILE})"
     click.echo(
-        f"train: {epochs} epochs on {len(train)} rows, final val_accuracy "
+        f"train: {trained} on {len(train)} rows, final val_accuracy "
         f"{live.summary['val_accuracy']:.4f}{fitted} -> {model_path}"
     )
 

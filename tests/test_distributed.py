@@ -84,14 +84,20 @@ def model_after_fit(params, train, val, vocab, on_epoch):
 
 
 def worker(rank, port, runs, out):
-    """One of two gloo processes: fit() for each (params, train, val, vocab) of `runs`;
-    rank 0 saves the weights and metrics."""
+    """One of two gloo processes: fit() for each (params, train, val, vocab, stop) of `runs`,
+    where this rank's on_epoch asks to stop after the epoch stop[rank] (None: never); rank 0
+    saves the weights and metrics."""
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     results = []
-    for params, train, val, vocab in runs:
+    for params, train, val, vocab, stop in runs:
         epochs = []
-        model = model_after_fit(params, train, val, vocab, lambda e, m, seen=epochs: seen.append(m))
+
+        def on_epoch(epoch, metrics, seen=epochs, last=stop[rank]):
+            seen.append(metrics)
+            return epoch == last
+
+        model = model_after_fit(params, train, val, vocab, on_epoch)
         results.append((model.state_dict(), epochs))
     if rank == 0:
         torch.save(results, out)
@@ -141,10 +147,19 @@ def test_a_step_on_two_processes_is_the_step_on_one_over_the_same_rows(tmp_path)
     one = dataclasses.replace(two, train=dataclasses.replace(two.train, batch_size=16))
     # And a run whose epochs end unevenly (3 batches of 8 on 2 processes): it must finish.
     uneven = tiny_params(batch_size=6, epochs=2)
-    (stepped, metrics), (_, uneven_epochs) = on_two_processes(
-        [(two, train, val, vocab), (uneven, train, val, vocab)], tmp_path / "out.pt"
+    # And one that rank 1 alone asks to stop after epoch 1 of 3: rank 0 stops there too (had
+    # it not, it would wait for rank 1 in epoch 2, and the run time out).
+    never = (None, None)
+    (stepped, metrics), (_, uneven_epochs), (_, stopped_epochs) = on_two_processes(
+        [
+            (two, train, val, vocab, never),
+            (uneven, train, val, vocab, never),
+            (tiny_params(epochs=3), train, val, vocab, (None, 1)),
+        ],
+        tmp_path / "out.pt",
     )
     assert len(uneven_epochs) == 2
+    assert len(stopped_epochs) == 1
     alone_metrics = []
     alone = model_after_fit(
         one, train, val, vocab, lambda e, m: alone_metrics.append(m)

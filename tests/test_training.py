@@ -193,6 +193,26 @@ def test_other_seed_gives_other_weights(split):
     assert any(not torch.equal(a[key], b[key]) for key in a)
 
 
+def test_on_epoch_returning_true_stops_training_after_that_epoch(trained, split):
+    """As the train stage stops a pruned tuning trial: the epochs run are those of the full
+    run (the same params), and the model returned is the one scored in the last of them."""
+    train, val, vocab = split
+    params = tiny_params(epochs=10, lr=1e-2, batch_size=8)  # `trained`'s
+    epochs = []
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> bool:
+        epochs.append((epoch, metrics))
+        return epoch == 2
+
+    checkpoint = train_model(train, val, vocab, params.model, params.train, params.clean, on_epoch)
+    assert without_seconds(epochs) == without_seconds(trained[1][:2])
+    subwords = subwords_of(checkpoint.config)
+    encoded_val = encode_table(val, vocab, checkpoint.config.max_seq_len, False, subwords)
+    logits = predict_logits(checkpoint.model, encoded_val, 16, torch.device("cpu"))
+    loss = cross_entropy(logits, encoded_val.labels).item()
+    assert loss == pytest.approx(epochs[-1][1]["val_loss"], rel=1e-5)
+
+
 # --- predictions and devices -----------------------------------------------------------------
 
 

@@ -3,15 +3,22 @@ params.yaml, the study's bookkeeping and report on an in-memory study, and one r
 DVC experiments (pruning, resuming, two jobs) in a temporary project."""
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
 from pipeline.config import load_params
+from pipeline.distributed import TEST_PAUSE_S
+from pipeline.early_stop import STOPPED_AT
 from pipeline.errors import PipelineError
 from pipeline.tuning import load_space, set_args
 from tests.conftest import ROOT
@@ -262,7 +269,9 @@ def test_direction_of_an_existing_study_is_kept(tmp_path):
 
 # One real study: trial 0 trains with a working rate, trial 1 with one that learns nothing,
 # which the median pruner stops after its first epoch (TPE's seeded draws: 0.03 then 1e-6;
-# whether the draws fall so is checked, not assumed).
+# whether the draws fall so is checked, not assumed). The stage stops after the epoch in which
+# the tuner's stop file appears, and a tiny epoch is shorter than the tuner's second between
+# looks: each run pauses 3 s after epoch 1 (TEST_PAUSE_S), so that trial 1 stops after epoch 1.
 GOOD, HOPELESS = 3.0e-2, 1.0e-6
 SPACE = {
     "fixed": {"train.epochs": 3, "model.ngram_path": False},  # the n-grams alone score 1.0
@@ -283,7 +292,8 @@ def project(tmp_path_factory) -> Path:
 
 
 def experiments(project: Path) -> dict[str, dict]:
-    """Each experiment `dvc exp show` lists, by name: its params and its model's metrics."""
+    """Each experiment `dvc exp show` lists, by name: its params, its model's metrics and its
+    train stage's."""
     shown = json.loads(sh(project, "dvc", "exp", "show", "--json"))
     found = {}
     for row in shown:
@@ -293,6 +303,7 @@ def experiments(project: Path) -> dict[str, dict]:
                 found[rev["name"]] = {
                     "params": data["params"]["params.yaml"]["data"],
                     "metrics": data["metrics"]["reports/eval/metrics.json"]["data"],
+                    "train": data["metrics"]["reports/train/metrics.json"]["data"],
                     "state": (exp.get("executor") or {}).get("state"),
                 }
     return found
@@ -304,7 +315,8 @@ def load(project: Path) -> optuna.Study:
 
 @pytest.mark.e2e
 def test_a_study_runs_trials_as_experiments_prunes_and_resumes(project):
-    result = tune(project, "--space", "tune.yaml", "--trials", "2", "--seed", "11")
+    paused = user_env(DVC_NO_ANALYTICS="1", **{TEST_PAUSE_S: "3"})
+    result = tune(project, "--space", "tune.yaml", "--trials", "2", "--seed", "11", env=paused)
     assert result.returncode == 0, result.stdout + result.stderr
     study = load(project)
     first, second = study.trials
@@ -319,10 +331,16 @@ def test_a_study_runs_trials_as_experiments_prunes_and_resumes(project):
     assert shown["tune-0"]["params"]["train"]["epochs"] == 3
     assert shown["tune-0"]["params"]["model"]["ngram_path"] is False
     assert shown["tune-0"]["metrics"]["accuracy"] == first.value
-    # The pruned run was interrupted: DVC keeps no experiment of it and no copy of the repo.
-    assert "tune-1" not in shown
+    assert shown["tune-0"]["train"]["step"] == 3 and STOPPED_AT not in shown["tune-0"]["train"]
+    # The pruned trial is an experiment too: its train stage stopped after epoch 1, says so,
+    # and holds that epoch's scores (the ones the pruner saw); evaluate scored its model.
+    pruned = shown["tune-1"]
+    assert pruned["params"]["train"]["lr"] == HOPELESS
+    assert pruned["train"][STOPPED_AT] == 1 and pruned["train"]["step"] == 1
+    assert pruned["train"]["val_accuracy"] == second.intermediate_values[1]
+    assert 0 <= pruned["metrics"]["accuracy"] <= 1
     assert not list((project / ".dvc" / "tmp" / "exps").glob("tmp*"))
-    assert "trial 1 (tune-1): pruned after epoch 1" in result.stdout
+    assert "trial 1 (tune-1): pruned after epoch 1, stopped after epoch 1" in result.stdout
     assert "dvc exp apply tune-0" in result.stdout
     # The study and its report are no part of git; the workspace is untouched.
     assert sh(project, "git", "status", "--porcelain", "--untracked-files=no") == ""
@@ -335,10 +353,14 @@ def test_a_study_runs_trials_as_experiments_prunes_and_resumes(project):
     assert [t.number for t in study.trials] == [0, 1, 2, 3]
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
     shown = experiments(project)
-    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    assert {f"tune-{t.number}" for t in complete} == set(shown)
-    for t in complete:
-        assert shown[f"tune-{t.number}"]["metrics"]["accuracy"] == t.value
+    # Every trial is an experiment, and `dvc exp show` tells the pruned ones (by the study)
+    # apart; whether the rerun's trials are pruned is the pruner's choice.
+    assert {f"tune-{t.number}" for t in study.trials} == set(shown)
+    for t in study.trials:
+        train = shown[f"tune-{t.number}"]["train"]
+        assert (STOPPED_AT in train) == (t.state == TrialState.PRUNED)
+        if t.state == TrialState.COMPLETE:
+            assert shown[f"tune-{t.number}"]["metrics"]["accuracy"] == t.value
 
     # --report alone runs nothing and names the best experiment; DVC applies it.
     result = tune(project, "--report")
@@ -352,3 +374,73 @@ def test_a_study_runs_trials_as_experiments_prunes_and_resumes(project):
     applied = yaml.safe_load((project / "params.yaml").read_text())
     assert applied["train"]["lr"] == study.best_trial.params["train.lr"]
     assert applied["train"]["epochs"] == 3
+
+
+def wait_for(condition: Callable[[], bool], what: str, limit: float = 300) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} after {limit} s"
+        time.sleep(0.5)
+
+
+@pytest.mark.e2e
+def test_ctrl_c_stops_the_trial_and_its_workers_and_a_rerun_completes_the_study(
+    tmp_path_factory,
+):
+    project = make_project(tmp_path_factory.mktemp("ctrl_c") / "project", ["Physics", "Maths"])
+    # Two training processes per trial: Ctrl-C must reach the workers of torch's launcher
+    # too, which sit in sessions of their own.
+    space = {
+        "fixed": {"train.epochs": 1, "train.processes": 2},
+        "search": {"train.lr": {"type": "float", "low": 1.0e-3, "high": 3.0e-2, "log": True}},
+        "pruner": {"kind": "none"},
+    }
+    write_space(project / "tune.yaml", space)
+    sh(project, "git", "add", "tune.yaml")
+    sh(project, "git", "commit", "-q", "-m", "search space")
+    # One trial: the interrupted one does not count, so the rerun runs one of its own.
+    command = [sys.executable, "stages/tune.py", "--trials", "1"]
+    # Its own process group, as a terminal's foreground job: Ctrl-C is a SIGINT to the group.
+    # Each run pauses after epoch 1 (TEST_PAUSE_S), so that the SIGINT lands mid-training.
+    running = subprocess.Popen(
+        command,
+        cwd=project,
+        env=user_env(DVC_NO_ANALYTICS="1", **{TEST_PAUSE_S: "120"}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    log = project / "reports" / "tune" / "tune" / "logs" / "tune-0.log"
+    try:
+        wait_for(lambda: log.is_file() and "epoch   1/1" in log.read_text(), "epoch 1")
+        tree = psutil.Process(running.pid).children(recursive=True)
+        trainers = [p for p in tree if "stages/train.py" in " ".join(p.cmdline())]
+        assert len(trainers) == 3, trainers  # the launcher and its two workers
+        os.killpg(running.pid, signal.SIGINT)
+        stdout, stderr = running.communicate(timeout=120)
+    finally:
+        if running.poll() is None:
+            os.killpg(running.pid, signal.SIGKILL)
+    assert running.returncode == 130, stdout + stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines() == [
+        "Interrupted: the running trials are stopped and marked failed; rerun the same "
+        "command to continue the study."
+    ]
+    assert "trial 0 (tune-0): interrupted" in stdout
+    # No process of the run is left: DVC, the stage, the launcher, its workers.
+    assert not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    (trial,) = load(project).trials
+    assert trial.state == TrialState.FAIL and tuning.UNCOUNTED in trial.user_attrs
+    # DVC kept no experiment and no copy of the repository; git sees nothing new.
+    assert experiments(project) == {}
+    assert not list((project / ".dvc" / "tmp" / "exps").glob("tmp*"))
+    assert sh(project, "git", "status", "--porcelain") == ""
+
+    # The same command again completes the study: the interrupted trial's place is taken.
+    result = tune(project, "--trials", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [t.state for t in load(project).trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert set(experiments(project)) == {"tune-1"}
+    assert sh(project, "git", "status", "--porcelain") == ""

@@ -8,8 +8,11 @@ tells the result, and the trial's train stage can be watched while it runs (prun
 
 Pruning: while a trial trains, its dvclive file of per-epoch validation scores (in the copy DVC
 runs it in) is read here and each new epoch reported to Optuna; when the pruner says stop, the
-run is interrupted (SIGINT, as Ctrl-C: the stage removes its partial outputs, DVC its copy).
-The pipeline itself knows nothing of Optuna: the database and its URL stay in this process.
+trial's stop file (pipeline.early_stop) is written, and the train stage stops after its epoch,
+keeps the model and metrics of the epochs done (with stopped_at_epoch) and the run goes on to
+evaluate: DVC keeps the pruned trial as an experiment like any other. A SIGINT (as Ctrl-C: the
+stage removes its partial outputs, DVC its copy) is for Ctrl-C alone. The pipeline itself
+knows nothing of Optuna: the database and its URL stay in this process.
 
 Only this process writes to the study. The objective is read from the experiment's own commit:
 a validation metric of the files dvc.yaml lists under `metrics:`; test rows' scores are refused.
@@ -20,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -36,12 +40,15 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from pipeline import distributed
 from pipeline.compare import Column, display_names, flatten, resolve
 from pipeline.config import Params
+from pipeline.early_stop import STOP_FILE, STOPPED_AT
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_path
 from pipeline.tuning import Dimension, Pruner, Space, Value, check_trial, set_args
 
 # The train stage's dvclive files (dvc.yaml: --live-dir reports/train), one per metric.
 LIVE_METRICS = Path("reports/train/plots/metrics")
+# Where the train stage says that it stopped early: the metrics of a pruned trial's experiment.
+STOPPED: Column = ("reports/train/metrics.json", STOPPED_AT)
 # What each epoch reports to the pruner: the validation score that moves with the objective.
 EPOCH_METRIC = {"maximize": "val_accuracy", "minimize": "val_loss"}
 WATCH_SECONDS = 1.0  # how often a running trial's epochs are read
@@ -157,7 +164,7 @@ def run_study(
     stop = threading.Event()
     errors: list[BaseException] = []
 
-    def worker() -> None:
+    def worker(done: threading.Event) -> None:
         try:
             while not stop.is_set():
                 with ask_lock:
@@ -168,21 +175,25 @@ def run_study(
         except BaseException as err:  # a bug: stop the others and show it in the main thread
             errors.append(err)
             stop.set()
+        finally:
+            done.set()
 
     # Ctrl-C as a KeyboardInterrupt even where SIGINT came ignored (a shell's background job):
     # then the runs, which inherit the handling, stop on the SIGINT that `interrupt` sends.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    threads = [threading.Thread(target=worker, name=f"tune-{i}") for i in range(jobs)]
-    for thread in threads:
-        thread.start()
+    finished = [threading.Event() for _ in range(jobs)]
+    for i, done in enumerate(finished):
+        threading.Thread(target=worker, args=(done,), name=f"tune-{i}").start()
+    # Events, not Thread.join: a Ctrl-C that lands in join() can make CPython take the running
+    # thread for ended (python/cpython#90882; seen on 3.11), and this process would exit at
+    # once, its runs killed (dies_with_this_process) instead of stopped and their trials told.
     try:
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.5)  # a timeout, so that Ctrl-C reaches this thread
+        for done in finished:
+            done.wait()
     except KeyboardInterrupt:
         stop.set()
-        for thread in threads:
-            thread.join()
+        for done in finished:
+            done.wait()
         raise
     if errors:
         raise errors[0]
@@ -240,26 +251,27 @@ def run_trial(study: optuna.Study, trial: Trial, setup: Setup, stop: threading.E
         *set_args({**setup.space.fixed, **chosen}),
     ]  # fmt: skip
     start = time.perf_counter()
-    with log_path.open("w", encoding="utf-8") as log:
+    # Outside the repository: DVC copies the work tree into its run, git never sees the file.
+    with (
+        tempfile.TemporaryDirectory(prefix=f"{name}-") as stop_dir,
+        log_path.open("w", encoding="utf-8") as log,
+    ):
+        stop_file = Path(stop_dir) / "stop"
         # A session of its own: the terminal's Ctrl-C reaches this process only, which then
         # interrupts each run itself, and can tell its trial how it ended. Tied to this
         # process: a SIGKILL of the study ends the run too (this thread waits for it).
         run = subprocess.Popen(
             command,
             cwd=setup.repo,
+            env={**os.environ, STOP_FILE: str(stop_file)},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=distributed.dies_with_this_process(),
         )
-        pruned_at = watch(run, trial, EPOCH_METRIC[direction], stop)
+        pruned_at = watch(run, trial, EPOCH_METRIC[direction], stop, stop_file)
     seconds = time.perf_counter() - start
     trial.set_user_attr("seconds", round(seconds, 1))
-    if pruned_at is not None:
-        trial.set_user_attr("pruned_epoch", pruned_at)
-        study.tell(trial, state=TrialState.PRUNED)
-        pruned = f"pruned after epoch {pruned_at}"
-        return f"trial {trial.number} ({name}): {pruned}, {seconds:.0f} s; {shown}"
     if stop.is_set():
         trial.set_user_attr(UNCOUNTED, "interrupted")
         study.tell(trial, state=TrialState.FAIL)
@@ -267,7 +279,18 @@ def run_trial(study: optuna.Study, trial: Trial, setup: Setup, stop: threading.E
     if run.returncode != 0:
         return _failed(study, trial, last_error(log_path), shown)
     try:
-        value = objective(setup.repo, setup.baseline, name, setup.metric)
+        metrics = metrics_at(setup.repo, experiment_ref(setup.baseline, name))
+    except PipelineError as err:
+        return _failed(study, trial, str(err), shown)
+    # Pruned is what the experiment says: a run that had trained its last epoch when the
+    # stop file came is complete, and told so.
+    if STOPPED in metrics:
+        trial.set_user_attr("pruned_epoch", pruned_at)
+        study.tell(trial, state=TrialState.PRUNED)
+        pruned = f"pruned after epoch {pruned_at}, stopped after epoch {metrics[STOPPED]:.0f}"
+        return f"trial {trial.number} ({name}): {pruned}, {seconds:.0f} s; {shown}"
+    try:
+        value = objective(metrics, name, setup.metric)
     except PipelineError as err:
         return _failed(study, trial, str(err), shown)
     study.tell(trial, value)
@@ -287,24 +310,31 @@ def last_error(log_path: Path) -> str:
     return errors[-1] if errors else f"dvc exp run failed; see {log_path}"
 
 
-def watch(run: subprocess.Popen, trial: Trial, metric: str, stop: threading.Event) -> int | None:
-    """Wait for `run` to end, reporting each epoch of its train stage to `trial`; interrupt it
-    when the pruner says so (return that epoch) or when `stop` is set (return None)."""
+def watch(
+    run: subprocess.Popen, trial: Trial, metric: str, stop: threading.Event, stop_file: Path
+) -> int | None:
+    """Wait for `run` to end, reporting each epoch of its train stage to `trial` until the
+    pruner says stop: then write `stop_file` (the stage stops after the epoch it is in) and
+    return that epoch once the run has ended; None if the pruner never said so. Interrupt the
+    run when `stop` is set (Ctrl-C)."""
     reported = 0
+    pruned_at = None
     live: Path | None = None
     while run.poll() is None:
         if stop.is_set():
             interrupt(run)
-            return None
-        live = live or live_file(run, metric)
-        for epoch, value in new_epochs(live, reported):
-            trial.report(value, epoch)
-            reported = epoch
-            if trial.should_prune():
-                interrupt(run)
-                return epoch
+            return pruned_at
+        if pruned_at is None:
+            live = live or live_file(run, metric)
+            for epoch, value in new_epochs(live, reported):
+                trial.report(value, epoch)
+                reported = epoch
+                if trial.should_prune():
+                    stop_file.touch()
+                    pruned_at = epoch
+                    break
         time.sleep(WATCH_SECONDS)
-    return None
+    return pruned_at
 
 
 def live_file(run: subprocess.Popen, metric: str) -> Path | None:
@@ -382,10 +412,13 @@ def metric_column(metrics: dict[Column, float], name: str) -> Column:
     return column
 
 
-def objective(repo: Path, baseline: str, name: str, metric: str) -> float:
-    """`metric` of the experiment `name` (started from `baseline`), read from its commit."""
-    ref = f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}"
-    metrics = metrics_at(repo, ref)
+def experiment_ref(baseline: str, name: str) -> str:
+    """The git ref of the experiment `name` started from commit `baseline`."""
+    return f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}"
+
+
+def objective(metrics: dict[Column, float], name: str, metric: str) -> float:
+    """`metric` of the experiment `name`, from its `metrics` (metrics_at its commit)."""
     value = metrics[metric_column(metrics, metric)]
     if not math.isfinite(value):
         raise PipelineError(f"{metric} of {name} is {value}, not a finite number.")

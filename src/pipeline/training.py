@@ -206,16 +206,18 @@ def fit(
     val: Encoded,
     params: TrainParams,
     device: torch.device,
-    on_epoch: Callable[[int, dict[str, float]], None],
+    on_epoch: Callable[[int, dict[str, float]], bool | None],
 ) -> None:
-    """Train `model` in place for `params.epochs` epochs, reporting each epoch to `on_epoch`.
+    """Train `model` in place for `params.epochs` epochs, reporting each epoch to `on_epoch`;
+    when it returns True, stop after that epoch.
 
     After each epoch both splits are scored the same way (eval mode, plain cross-entropy), so
     the train and validation curves compare like with like.
 
     In a process group (train.processes > 1) every process runs this with the same arguments:
     a step takes one batch on each (see step_batches), and every process gets the same
-    metrics, over all rows.
+    metrics, over all rows. A True from any process's `on_epoch` stops all of them after the
+    same epoch.
 
     The loss is pipeline.objective's. With train.position_loss above 0 its shuffle detector
     trains with the model and is dropped at the end: it is no part of the model.
@@ -250,7 +252,11 @@ def fit(
             "val_accuracy": val_accuracy,
             "seconds": time.perf_counter() - start,
         }
-        on_epoch(epoch, metrics)
+        # Summed over the processes: each must stop when any does, or the others would wait
+        # in the next epoch's first step for one that has left.
+        stop = torch.tensor([float(bool(on_epoch(epoch, metrics)))])
+        if distributed.sum_across(stop, device).item() > 0:
+            break
 
 
 # The encoder's shares in the mixture of the two paths' probabilities that are tried.
@@ -326,12 +332,13 @@ def train_model(
     config: ModelParams,
     params: TrainParams,
     clean: CleanParams,
-    on_epoch: Callable[[int, dict[str, float]], None],
+    on_epoch: Callable[[int, dict[str, float]], bool | None],
     pretrained_dir: Path | None = None,
 ) -> Checkpoint:
     """Encode the tables once, build a fresh model from `config`, train it as `params` say;
-    return it as a checkpoint. With model.encoder 'pretrained', the encoder, its weights and
-    its tokenizer are read from `pretrained_dir` (the files the pretrained stage exports).
+    return it as a checkpoint (of the epochs done, if `on_epoch` stopped it early: see fit).
+    With model.encoder 'pretrained', the encoder, its weights and its tokenizer are read from
+    `pretrained_dir` (the files the pretrained stage exports).
 
     Under a launcher (train.processes > 1) every process calls this and joins the process
     group here. Rank r seeds its random streams (dropout) with seed + r, so rank 0 draws
