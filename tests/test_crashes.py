@@ -71,6 +71,18 @@ def stage_processes(project: Path, stage: str) -> list[psutil.Process]:
     return processes
 
 
+def held_temporary_files(project: Path) -> list[Path]:
+    """atomic_path's temporary files in the project, DVC's own aside. os.walk, not rglob,
+    which fails on a folder that DVC removes as it looks (a stage's outputs, as it starts)."""
+    return [
+        Path(folder, name)
+        for folder, _, names in os.walk(project)
+        if ".dvc" not in Path(folder).relative_to(project).parts
+        for name in names
+        if name.startswith(".") and name.endswith(".tmp")
+    ]
+
+
 def kill_stage(
     project: Path, stage: str, when, env: dict[str, str], target: str = "stage"
 ) -> tuple[str, list[psutil.Process]]:
@@ -97,7 +109,7 @@ def kill_stage(
                 if when(line):
                     break
         else:
-            while not [p for p in project.rglob(".*.tmp") if ".dvc" not in p.parts]:
+            while not held_temporary_files(project):
                 assert time.monotonic() < deadline and proc.poll() is None, "no temporary file"
                 time.sleep(0.02)
         processes = stage_processes(project, stage)

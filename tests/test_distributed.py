@@ -83,12 +83,15 @@ def model_after_fit(params, train, val, vocab, on_epoch):
     return model
 
 
-def worker(rank, port, runs, out):
-    """One of two gloo processes: fit() for each (params, train, val, vocab, stop) of `runs`,
-    where this rank's on_epoch asks to stop after the epoch stop[rank] (None: never); rank 0
-    saves the weights and metrics."""
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+def worker(rank, world, port, runs, out):
+    """One of `world` spawned processes (of a gloo group when more than one): fit() for each
+    (params, train, val, vocab, stop) of `runs`, where this rank's on_epoch asks to stop after
+    the epoch stop[rank] (None: never); rank 0 saves the weights and metrics."""
+    if world > 1:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+        dist.init_process_group(
+            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+        )
     results = []
     for params, train, val, vocab, stop in runs:
         epochs = []
@@ -101,7 +104,8 @@ def worker(rank, port, runs, out):
         results.append((model.state_dict(), epochs))
     if rank == 0:
         torch.save(results, out)
-    dist.destroy_process_group()
+    if world > 1:
+        dist.destroy_process_group()
 
 
 def free_port() -> int:
@@ -110,21 +114,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_on_two(function, args, timeout=90) -> None:
-    """Run `function(rank, *args)` on two spawned processes; kill them and fail (not hang) if
-    they do not finish in time."""
-    context = mp.start_processes(function, args=args, nprocs=2, join=False, start_method="spawn")
+def run_spawned(function, args, processes=2, timeout=90) -> None:
+    """Run `function(rank, *args)` on `processes` spawned processes; kill them and fail (not
+    hang) if they do not finish in time."""
+    context = mp.start_processes(
+        function, args=args, nprocs=processes, join=False, start_method="spawn"
+    )
     deadline = time.monotonic() + timeout
     while not context.join(timeout=1):
         if time.monotonic() > deadline:
             for process in context.processes:
                 process.kill()
-            pytest.fail(f"two-process training did not finish in {timeout} s")
+            pytest.fail(f"training on {processes} processes did not finish in {timeout} s")
 
 
-def on_two_processes(runs, out, timeout=90):
-    """Run `worker` on two processes; return what rank 0 saved."""
-    run_on_two(worker, (free_port(), runs, out), timeout)
+def on_processes(processes, runs, out, timeout=90):
+    """Run `worker` on `processes` fresh processes; return what rank 0 saved. The run on one
+    process is spawned too: a fresh interpreter, as the group's are, whatever earlier tests
+    did to this one (kernels chosen, flags set) cannot make the two differ."""
+    run_spawned(worker, (processes, free_port(), runs, out), processes, timeout)
     return torch.load(out, weights_only=False)
 
 
@@ -150,38 +158,41 @@ def test_a_step_on_two_processes_is_the_step_on_one_over_the_same_rows(tmp_path)
     # And one that rank 1 alone asks to stop after epoch 1 of 3: rank 0 stops there too (had
     # it not, it would wait for rank 1 in epoch 2, and the run time out).
     never = (None, None)
-    (stepped, metrics), (_, uneven_epochs), (_, stopped_epochs) = on_two_processes(
+    (stepped, metrics), (_, uneven_epochs), (_, stopped_epochs) = on_processes(
+        2,
         [
             (two, train, val, vocab, never),
             (uneven, train, val, vocab, never),
             (tiny_params(epochs=3), train, val, vocab, (None, 1)),
         ],
-        tmp_path / "out.pt",
+        tmp_path / "two.pt",
     )
     assert len(uneven_epochs) == 2
     assert len(stopped_epochs) == 1
-    alone_metrics = []
-    alone = model_after_fit(
-        one, train, val, vocab, lambda e, m: alone_metrics.append(m)
-    ).state_dict()
+    ((alone, alone_metrics),) = on_processes(
+        1, [(one, train, val, vocab, (None,))], tmp_path / "one.pt"
+    )
     assert stepped.keys() == alone.keys()
     torch.manual_seed(two.train.seed)
     fresh = TextClassifier(len(vocab.tokens), len(vocab.labels), two.model)
     initial, buffers = fresh.state_dict(), {name for name, _ in fresh.named_buffers()}
-    # AdamW's first step moves a weight by lr * g / (|g| + eps) (and its decay, the same on
-    # both): a full step of lr wherever |g| >> eps, but where the exact gradient is zero or
-    # within rounding of it (the attention's key bias: softmax ignores a shift) rounding noise
-    # scaled by 1 / eps, which another summation order (8 + 8 rows, not 16) or CPU changes.
-    # So the full steps must agree (a wrong share of rows flips some by 2 lr), and thousands
-    # of weights must have taken one.
+    # AdamW's first step: w(1 - lr wd) - lr g / (|g| + eps). Its step without the decay is a
+    # full lr wherever |g| >> eps; where the exact gradient is zero or within rounding of it
+    # (the attention's key bias: softmax ignores a shift) it is rounding noise scaled by
+    # 1 / eps, which another summation order (8 + 8 rows, not 16) or CPU changes. So the full
+    # steps must agree (a wrong share of rows flips some by 2 lr), and thousands of weights
+    # must have taken one.
     lr = two.train.lr
     full_steps = 0
     for key in alone:
         if key in buffers:  # the n-gram idf, the encoder share: set, not stepped
             assert torch.equal(stepped[key], alone[key]), key
             continue
-        step_one, step_two = alone[key] - initial[key], stepped[key] - initial[key]
-        full = step_one.abs() > 0.9 * lr  # |g| above 9 eps: noise moves the step < 1e-7
+        decay = lr * two.train.weight_decay * initial[key]
+        step_one = alone[key] - initial[key] + decay
+        step_two = stepped[key] - initial[key] + decay
+        # |g| above 99 eps: a rounding error d in g moves the step by lr eps d / g^2, < 1e-8.
+        full = step_one.abs() > 0.99 * lr
         full_steps += int(full.sum())
         assert torch.allclose(step_two[full], step_one[full], rtol=0, atol=1e-6), key
     assert full_steps > 1000

@@ -98,10 +98,19 @@ def environment() -> dict[str, str]:
 # --- pipeline.portable.apply, in this process ------------------------------------------------
 
 
+def unset_knobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The knobs unset for this test and as they were after it. setenv first: monkeypatch
+    restores only what it changed, and would leave set what portable.apply sets (the pins
+    would then reach every process this test process spawns later, such as the two of
+    tests/test_distributed.py, but not its own torch, loaded before)."""
+    for name in KNOBS:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+
+
 def test_apply_sets_defaults_and_leaves_a_users_choice(monkeypatch):
     monkeypatch.delitem(sys.modules, "torch", raising=False)  # as a stage, before torch loads
-    for name in KNOBS:
-        monkeypatch.delenv(name, raising=False)
+    unset_knobs(monkeypatch)
     monkeypatch.setenv("MKL_CBWR", "AVX2")
     portable.apply()
     assert os.environ["MKL_CBWR"] == "AVX2"
@@ -122,8 +131,7 @@ def test_apply_unpinned_leaves_the_environment_exactly_as_it_was(monkeypatch, us
     """portable false: not even this CPU's 'natural' values are written, since a variable set
     to its natural value is not the same as one left unset (MKL_CBWR=AUTO on an AMD EPYC)."""
     monkeypatch.delitem(sys.modules, "torch", raising=False)
-    for name in KNOBS:
-        monkeypatch.delenv(name, raising=False)
+    unset_knobs(monkeypatch)
     for name, value in users.items():
         monkeypatch.setenv(name, value)
     before = dict(os.environ)

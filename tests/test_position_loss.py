@@ -19,7 +19,7 @@ from pipeline.position_loss import ShuffleDetector, reordered_bags, shuffled_ord
 from pipeline.training import fit, new_optimizer, train_epoch, train_model
 from pipeline.vocab import build_vocab
 from tests.conftest import synthetic_table, tiny_params
-from tests.test_distributed import free_port, run_on_two
+from tests.test_distributed import free_port, run_spawned
 
 CPU = torch.device("cpu")
 
@@ -237,7 +237,7 @@ def test_on_two_processes_the_ranks_stay_identical(split, tmp_path, timeout=90):
     params = tiny_params(epochs=1, position_loss=1.0)
     params = dataclasses.replace(params, train=dataclasses.replace(params.train, processes=2))
     out = tmp_path / "weights"
-    run_on_two(worker, (free_port(), params, *split, out), timeout)
+    run_spawned(worker, (free_port(), params, *split, out), timeout=timeout)
     first, second = (torch.load(f"{out}.{rank}", weights_only=True) for rank in (0, 1))
     assert "detector.linear.weight" in first
     for key in first:
