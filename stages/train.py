@@ -11,10 +11,11 @@ import click
 # (a queued experiment runs in a copy of the repository).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from pipeline import early_stop, portable
+from pipeline import portable
 from pipeline.cli import params_option, train_option, user_errors, val_option
 from pipeline.config import load_params
 from pipeline.data import read_table
+from pipeline.early_stop import STOP_FILE, STOPPED_AT, stop_file
 from pipeline.vocab import load_vocab
 
 LOGGED = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -97,7 +98,7 @@ def main(
         train, val = read_table(train_path), read_table(val_path)
         vocab = load_vocab(vocab_path)
         epochs = params.train.epochs
-        stop_file = early_stop.stop_file()
+        stop_at = stop_file()
         done = 0  # the last epoch trained: below `epochs` once stopped early
         # dvcyaml=False: dvc.yaml declares the metrics and plots by hand.
         live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False) if main_rank else None
@@ -119,7 +120,7 @@ def main(
                             + f"  {metrics['seconds']:.1f}s"
                         )
                 distributed.pause_if_testing(epoch)
-                return stop_file is not None and stop_file.exists()
+                return stop_at is not None and stop_at.exists()
 
             # train.calibrate: the temperature is fitted on training rows held out of training,
             # not on the validation rows, which choose the encoder share and which every
@@ -133,7 +134,7 @@ def main(
             if main_rank and done < epochs:
                 # Written into metrics.json as the `with` ends: `dvc exp show` shows the column
                 # for this run alone (a run of every epoch has no such key, as before).
-                live.summary[early_stop.STOPPED_AT] = done
+                live.summary[STOPPED_AT] = done
         if not main_rank:
             return
         fitted = ""
@@ -143,7 +144,7 @@ def main(
         save_checkpoint(model_path, checkpoint)
     trained = f"{epochs} epochs"
     if done < epochs:
-        trained = f"{done} of {epochs} epochs (stopped: {early_stop.STOP_FILE})"
+        trained = f"{done} of {epochs} epochs (stopped: {STOP_FILE})"
     click.echo(
         f"train: {trained} on {len(train)} rows, final val_accuracy "
         f"{live.summary['val_accuracy']:.4f}{fitted} -> {model_path}"

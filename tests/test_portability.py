@@ -37,7 +37,17 @@ TORCH_STAGES = ("train", "evaluate", "predict")
 # Library modules that do not load torch: a stage may import them before choosing kernels.
 LIGHT = {
     f"pipeline.{name}"
-    for name in ("cli", "config", "data", "errors", "evaluation", "files", "text", "vocab")
+    for name in (
+        "cli",
+        "config",
+        "data",
+        "early_stop",
+        "errors",
+        "evaluation",
+        "files",
+        "text",
+        "vocab",
+    )
 }
 FIXTURE = ROOT / "tests" / "fixtures" / "portable_tiny_run.json"
 REGENERATE = "`python -m tests.test_portability` in the repository root, venv active"
