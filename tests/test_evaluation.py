@@ -7,12 +7,16 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
 from pipeline.data import write_table
 from pipeline.evaluation import (
     Predictions,
     classification_metrics,
     confusion_table,
+    label_scores,
     length_edges,
     length_table,
     per_class_table,
@@ -87,6 +91,23 @@ def test_perfect_predictions():
         "accuracy": 1.0,
         "macro_f1": 1.0,
     }
+
+
+labelled_rows = st.lists(
+    st.tuples(st.sampled_from("ABC"), st.sampled_from("ABC")), min_size=1, max_size=40
+)
+
+
+@given(labelled_rows)
+def test_scores_are_sklearns_to_the_last_bit(rows):
+    # Counted by hand so that evaluate need not import sklearn; the same floats, unrounded.
+    true, pred = [t for t, _ in rows], [p for _, p in rows]
+    labels = ["A", "B", "C", "D"]
+    ours = label_scores(true, pred, labels)
+    theirs = precision_recall_fscore_support(true, pred, labels=labels, zero_division=0)
+    for mine, reference in zip(ours, theirs, strict=True):
+        assert mine.tolist() == reference.tolist()
+    assert np.mean(np.asarray(true) == np.asarray(pred)) == accuracy_score(true, pred)
 
 
 def test_confusion_table():
