@@ -1,6 +1,7 @@
 """Shared test helpers: the repo's own params, and small synthetic CSVs the tests write."""
 
 import dataclasses
+import os
 import random
 from pathlib import Path
 
@@ -10,6 +11,21 @@ import pytest
 from pipeline.config import ModelParams, Params, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker more than there are CPUs, at most 4. The end-to-end tests spend
+    much of their time waiting (on DVC's queue, on a killed stage staying quiet), and the
+    extra worker fills those gaps."""
+    return min((os.cpu_count() or 1) + 1, 4)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with end-to-end tests first (each takes minutes): started last, one of them would
+    leave a single worker running alone at the end. A file's tests keep their order."""
+    slow = {item.path for item in items if item.get_closest_marker("e2e")}
+    items.sort(key=lambda item: item.path not in slow)
+
 
 # Words that mark each synthetic class, plus words every class shares.
 _COMMON = ["the", "a", "of", "what", "is", "find", "which", "value", "given", "when", "how"]

@@ -53,7 +53,7 @@ def wait_for_queue(project: Path, env: dict[str, str] | None = None, limit: floa
         if not any(word in status for word in ("Queued", "Running")):
             return status
         assert time.monotonic() < deadline, status
-        time.sleep(2)
+        time.sleep(4)  # each `dvc queue status` costs a second of CPU the workers want
 
 
 def make_project(

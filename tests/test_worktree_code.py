@@ -15,8 +15,9 @@ from tests.test_e2e import make_project, sh, user_env, wait_for_queue
 
 pytestmark = pytest.mark.e2e
 
-# Appended to the library's files.py: every metrics.json the stages write then carries the
-# mark, so a test can tell which copy of the library wrote it.
+# Appended to a module of the library that imports write_json (files.py: every stage;
+# evaluation.py: evaluate and baseline): every metrics.json it writes then carries the mark,
+# so a test can tell which copy of the library wrote it.
 MARK = """
 
 _write_json_unmarked = write_json
@@ -29,9 +30,9 @@ def write_json(path, payload):
 """
 
 
-def mark_library(src: Path, mark: int) -> None:
-    files = src / "pipeline" / "files.py"
-    files.write_text(files.read_text() + MARK.format(mark=mark))
+def mark_library(src: Path, mark: int, module: str = "files.py") -> None:
+    marked = src / "pipeline" / module
+    marked.write_text(marked.read_text() + MARK.format(mark=mark))
 
 
 def code_mark(project: Path) -> int | None:
@@ -77,13 +78,15 @@ def test_repro_runs_the_workspace_library_not_an_installed_copy(tmp_path):
     project = make_project(tmp_path / "project", ["Physics", "Chemistry", "Maths"])
     installed = tmp_path / "site-packages"
     shutil.copytree(project / "src", installed)
-    mark_library(installed, 3)  # what a non-editable `pip install .` would have copied
+    # What a non-editable `pip install .` would have copied; evaluation.py, so that the
+    # workspace's edit below reruns two stages, not all.
+    mark_library(installed, 3, "evaluation.py")
     env = user_env(PYTHONPATH=str(installed))
     sh(project, "dvc", "repro", env=env)
     assert code_mark(project) is None
-    mark_library(project / "src", 2)  # a workspace edit...
+    mark_library(project / "src", 2, "evaluation.py")  # a workspace edit...
     status = sh(project, "dvc", "status", env=env)
-    assert "src/pipeline/files.py" in status
+    assert "src/pipeline/evaluation.py" in status
     out = sh(project, "dvc", "repro", env=env)  # ...is what reruns, and what runs
     assert "Running stage 'evaluate'" in out
     assert code_mark(project) == 2
