@@ -88,21 +88,21 @@ def main(
     Texts come from the arguments, or from --input, or one per line on stdin. A text with no
     words left after cleaning gets an empty label and a warning; so does, with
     --min-confidence P, each text whose top probability is below P (counted on stderr)."""
-    # torch and the model's code load here, not at the top: ~1.3 s that `--help` and usage
-    # errors need not wait for.
-    import torch
-
-    from pipeline.checkpoint import load_checkpoint
-    from pipeline.predict import predict_texts
-
     with user_errors():
+        texts_in = read_texts(texts, input_path, text_column)
+        if not texts_in:
+            raise PipelineError("No texts to label; pass them as arguments, --input or stdin.")
+        # torch and the model's code load only now: `--help`, usage errors and a bad input
+        # need not wait the ~3 s they take.
+        import torch
+
+        from pipeline.checkpoint import load_checkpoint
+        from pipeline.predict import predict_texts
+
         checkpoint = load_checkpoint(model_path)
         # As in training: a fixed count keeps results identical, and more threads than
         # cores (or busy cores) makes small matrices far slower, not faster.
         torch.set_num_threads(checkpoint.threads)
-        texts_in = read_texts(texts, input_path, text_column)
-        if not texts_in:
-            raise PipelineError("No texts to label; pass them as arguments, --input or stdin.")
         out = predict_texts(checkpoint, texts_in, min_confidence)
     unlabelled = out["label"] == ""
     no_words = out.iloc[:, 2:].isna().all(axis=1)  # the p_<label> columns: NaN when not scored
