@@ -55,9 +55,10 @@ def _label_counts(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per label in `labels`: true positives, rows truly of it, rows predicted as it."""
     true, pred = np.asarray(y_true), np.asarray(y_pred)
-    hits = true == pred
-    counts = [((true == x) & hits, true == x, pred == x) for x in labels]
-    return tuple(np.array([c[k].sum() for c in counts], dtype=np.float64) for k in range(3))
+    hits = [np.sum((true == x) & (pred == x)) for x in labels]
+    actual = [np.sum(true == x) for x in labels]
+    predicted = [np.sum(pred == x) for x in labels]
+    return tuple(np.array(c, dtype=np.float64) for c in (hits, actual, predicted))
 
 
 def _share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
