@@ -1,5 +1,5 @@
 """stages/compare.py and pipeline.compare: seed-averaged comparisons of DVC experiments, on a
-recorded `dvc exp show --json` structure built here, and once on a real queue."""
+recorded `dvc exp show --json` structure built here (tests/test_sharing.py: on a real queue)."""
 
 import csv
 import hashlib
@@ -7,15 +7,11 @@ import io
 import json
 import re
 import statistics
-import subprocess
-import sys
 
 import pytest
-import yaml
 
 from pipeline.compare import compare, plot, to_csv, to_json, to_markdown
 from pipeline.errors import PipelineError
-from tests.test_e2e import make_project, sh, user_env, wait_for_queue
 from tests.test_stages import assert_one_sentence, run_stage
 
 EVAL, BASELINE, TRAIN = (
@@ -314,69 +310,3 @@ def test_outside_a_dvc_repository_is_one_sentence(tmp_path):
     result = run_stage("compare", "--over", "train.seed", cwd=tmp_path)
     assert_one_sentence(result, "not inside of a DVC repository")
     assert result.returncode == 1 and not (tmp_path / "reports").exists()
-
-
-@pytest.mark.e2e
-def test_a_queued_study_averages_each_experiments_own_metrics(tmp_path):
-    """2 seeds x 2 encodings through the queue, and one experiment that fails."""
-    project = make_project(tmp_path / "project", ["Physics", "Chemistry", "Maths"])
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["train"]["epochs"] = 1
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh(project, "dvc", "repro")
-    sh(project, "git", "add", "-A")
-    sh(project, "git", "commit", "-q", "-m", "repro")
-    grid = ("-S", "train.seed=42,43", "-S", "model.pos_encoding=learned,none")
-    sh(project, "dvc", "exp", "run", "--queue", *grid)
-    # d_model 16 is not divisible by 3 heads: the train stage refuses it.
-    sh(project, "dvc", "exp", "run", "--queue", "-S", "model.num_heads=3", "-n", "bad-heads")
-    env = user_env()
-    # Detached workers inherit stdout: a file, not sh's pipe, which would wait for them.
-    with (tmp_path / "queue.log").open("w") as log:
-        started = subprocess.run(
-            ["dvc", "queue", "start", "-j", "2"], cwd=project, env=env, stdout=log, stderr=log
-        )
-    assert started.returncode == 0
-    assert wait_for_queue(project, env).count("Success") == 4
-
-    done = subprocess.run(
-        [sys.executable, "stages/compare.py", "--over", "train.seed", "--format", "json"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "left out, no results of their own: bad-heads (failed)" in done.stderr
-    result = json.loads(done.stdout)
-    groups = {g["group"]: g for g in result["groups"]}
-    # Each run's own metrics file, from its commit (main's: the workspace's, untouched).
-    revs = {
-        exp["name"]: exp["revs"][0]["rev"]
-        for row in json.loads(sh(project, "dvc", "exp", "show", "--json"))
-        for exp in row.get("experiments") or []
-    }
-    files = {
-        run["name"]: json.loads(
-            (project / EVAL).read_text()
-            if run["name"] == "main"
-            else sh(project, "git", "show", f"{revs[run['name']]}:{EVAL}")
-        )
-        for group in groups.values()
-        for run in group["runs"]
-    }
-    assert sorted(groups) == ["model.pos_encoding=learned", "model.pos_encoding=none"]
-    for group in groups.values():
-        # main is seed 42 learned: its copy from the queue is counted once.
-        assert sorted(run["train.seed"] for run in group["runs"]) == [42, 43]
-        for metric in ("accuracy", "accuracy_transformer_only", "accuracy_ngrams_only"):
-            values = [files[run["name"]][metric] for run in group["runs"]]
-            stat = group["metrics"][metric]
-            assert stat["n"] == 2
-            assert stat["mean"] == pytest.approx(statistics.mean(values))
-            assert stat["sd"] == pytest.approx(statistics.stdev(values))
-    assert "main" in [run["name"] for run in groups["model.pos_encoding=learned"]["runs"]]
-    # The plot is where the help says, and `dvc plots show` draws it.
-    sh(project, "dvc", "plots", "show", "reports/compare/compare.png", "-o", str(tmp_path / "p"))
-    assert "compare" in (tmp_path / "p" / "index.html").read_text()

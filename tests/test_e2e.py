@@ -207,40 +207,6 @@ def test_other_csv_columns_and_classes(tmp_path, labels):
     assert per_class["support"].tolist() == [round(24 * 0.3)] * len(labels)  # stratified
 
 
-def test_queued_sweep_and_plots_diff(repro_project, tmp_path):
-    sh(
-        repro_project,
-        "dvc",
-        "exp",
-        "run",
-        "--queue",
-        "-S",
-        "train.lr=3e-4,1e-3",
-        "-S",
-        "model.pos_encoding=sinusoidal",
-    )
-    sh(repro_project, "dvc", "queue", "start")
-    wait_for_queue(repro_project)
-    shown = json.loads(sh(repro_project, "dvc", "exp", "show", "--json"))
-    runs = {}
-    for rev in shown:
-        for exp in rev.get("experiments") or []:
-            for run in exp["revs"]:
-                data = run["data"]
-                params = data["params"]["params.yaml"]["data"]
-                lr, encoding = params["train"]["lr"], params["model"]["pos_encoding"]
-                if lr in (3e-4, 1e-3) and params["train"]["epochs"] == TINY["train"]["epochs"]:
-                    loss = data["metrics"]["reports/train/metrics.json"]["data"]["val_loss"]
-                    runs[run["name"]] = (lr, encoding, loss)
-    # The two queued runs (and the learned-encoding run of lr 1e-3 from the test above).
-    assert {r[:2] for r in runs.values()} >= {(3e-4, "sinusoidal"), (1e-3, "sinusoidal")}, runs
-    assert len({r[2] for r in runs.values()}) == len(runs), runs
-    first, second = sorted(runs)[:2]
-    sh(repro_project, "dvc", "plots", "diff", first, second, "-o", str(tmp_path / "diff"))
-    html = (tmp_path / "diff" / "index.html").read_text()
-    assert first in html and second in html
-
-
 def test_push_clone_pull_then_nothing_to_rerun_and_predict_works(repro_project, tmp_path):
     sh(repro_project, "dvc", "remote", "add", "-d", "local", str(tmp_path / "remote"))
     sh(repro_project, "git", "commit", "-q", "-am", "remote")

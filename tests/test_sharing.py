@@ -1,17 +1,24 @@
-"""Experiments run in parallel through the queue, and shared between machines through git."""
+"""Experiments run in parallel through the queue, compared and diffed, and shared between
+machines through git."""
 
 import json
+import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.test_e2e import make_project, sh, user_env, wait_for_queue
 
 pytestmark = pytest.mark.e2e
 
 LABELS = ["Physics", "Chemistry", "Maths"]
+SEEDS = [42, 43]
+ENCODINGS = "model.pos_encoding=learned,none"
+EVAL, TRAIN = "reports/eval/metrics.json", "reports/train/metrics.json"
 
 
 def experiments(project: Path) -> dict[str, dict]:
@@ -23,6 +30,10 @@ def experiments(project: Path) -> dict[str, dict]:
         for exp in rev.get("experiments") or []
         for run in exp["revs"]
     }
+
+
+def params(data: dict) -> dict:
+    return data["params"]["params.yaml"]["data"]
 
 
 def eval_metrics(data: dict) -> dict:
@@ -55,31 +66,104 @@ def wait_for_workers_to_leave(project: Path, env: dict[str, str], limit: float =
         time.sleep(1)
 
 
-def test_four_queued_experiments_on_two_workers_all_succeed(tmp_path):
-    project = make_project(tmp_path / "project", LABELS)
+@pytest.fixture(scope="module")
+def queued_study(tmp_path_factory) -> tuple[Path, str, str]:
+    """One queued study for the tests below (each run of the queue costs CI a minute): 2 seeds
+    x 2 encodings on two workers, and one experiment that fails. Returns the project, what
+    `dvc queue start` said and the queue's status once it is done."""
+    project = make_project(tmp_path_factory.mktemp("queue") / "project", LABELS)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["epochs"] = 1
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     # Commit the pipeline's outputs first: each experiment then reruns train + evaluate only.
     sh(project, "dvc", "repro")
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-q", "-m", "repro")
-    rates = [0.0003, 0.001, 0.003, 0.01]
-    sh(project, "dvc", "exp", "run", "--queue", "-S", f"train.lr={','.join(map(str, rates))}")
+    seeds = ",".join(map(str, SEEDS))
+    sh(project, "dvc", "exp", "run", "--queue", "-S", f"train.seed={seeds}", "-S", ENCODINGS)
+    # d_model 16 is not divisible by 3 heads: the train stage refuses it.
+    sh(project, "dvc", "exp", "run", "--queue", "-S", "model.num_heads=3", "-n", "bad-heads")
     env = user_env()
-    assert "Started '2' new" in start_queue(project, env, jobs=2)  # returns before they finish
-    status = wait_for_queue(project, env)
-    assert status.count("Success") == 4 and "Failed" not in status, status
-    by_rate = {
-        data["params"]["params.yaml"]["data"]["train"]["lr"]: data
-        for data in experiments(project).values()
+    started = start_queue(project, env, jobs=2)
+    return project, started, wait_for_queue(project, env)
+
+
+def test_queued_experiments_run_on_two_workers_each_with_its_own_params(queued_study):
+    project, started, status = queued_study
+    assert "Started '2' new" in started  # returns before they finish
+    assert status.count("Success") == 4 and status.count("Failed") == 1, status
+    runs = {}
+    for name, data in experiments(project).items():
+        if name != "bad-heads":
+            train, model = params(data)["train"], params(data)["model"]
+            runs[train["seed"], model["pos_encoding"]] = data
+    grid = {(seed, encoding) for seed in SEEDS for encoding in ("learned", "none")}
+    assert grid <= set(runs), runs.keys()
+    for run in grid:
+        assert 0.0 <= eval_metrics(runs[run])["accuracy"] <= 1.0
+    # Their own metrics: four runs, four validation losses.
+    losses = {runs[run]["metrics"][TRAIN]["data"]["val_loss"] for run in grid}
+    assert len(losses) == 4, runs
+    wait_for_workers_to_leave(project, user_env())
+
+
+def test_compare_averages_each_queued_experiments_own_metrics(queued_study, tmp_path):
+    project = queued_study[0]
+    done = subprocess.run(
+        [sys.executable, "stages/compare.py", "--over", "train.seed", "--format", "json"],
+        cwd=project,
+        env=user_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "left out, no results of their own: bad-heads (failed)" in done.stderr
+    result = json.loads(done.stdout)
+    groups = {g["group"]: g for g in result["groups"]}
+    # Each run's own metrics file, from its commit (main's: the workspace's, untouched).
+    revs = {
+        exp["name"]: exp["revs"][0]["rev"]
+        for row in json.loads(sh(project, "dvc", "exp", "show", "--json"))
+        for exp in row.get("experiments") or []
     }
-    assert set(rates) <= set(by_rate), by_rate.keys()
-    for rate in rates:
-        assert 0.0 <= eval_metrics(by_rate[rate])["accuracy"] <= 1.0
-    # Their own metrics: four learning rates, four validation losses.
-    losses = {
-        by_rate[rate]["metrics"]["reports/train/metrics.json"]["data"]["val_loss"] for rate in rates
+    files = {
+        run["name"]: json.loads(
+            (project / EVAL).read_text()
+            if run["name"] == "main"
+            else sh(project, "git", "show", f"{revs[run['name']]}:{EVAL}")
+        )
+        for group in groups.values()
+        for run in group["runs"]
     }
-    assert len(losses) == 4, by_rate
-    wait_for_workers_to_leave(project, env)
+    assert sorted(groups) == ["model.pos_encoding=learned", "model.pos_encoding=none"]
+    for group in groups.values():
+        # main is seed 42 learned: its copy from the queue is counted once.
+        assert sorted(run["train.seed"] for run in group["runs"]) == SEEDS
+        for metric in ("accuracy", "accuracy_transformer_only", "accuracy_ngrams_only"):
+            values = [files[run["name"]][metric] for run in group["runs"]]
+            stat = group["metrics"][metric]
+            assert stat["n"] == 2
+            assert stat["mean"] == pytest.approx(statistics.mean(values))
+            assert stat["sd"] == pytest.approx(statistics.stdev(values))
+    assert "main" in [run["name"] for run in groups["model.pos_encoding=learned"]["runs"]]
+    # The plot is where the help says, and `dvc plots show` draws it.
+    sh(project, "dvc", "plots", "show", "reports/compare/compare.png", "-o", str(tmp_path / "p"))
+    assert "compare" in (tmp_path / "p" / "index.html").read_text()
+
+
+def test_plots_diff_of_two_queued_experiments(queued_study, tmp_path):
+    project = queued_study[0]
+    named = {
+        name: params(data)["train"]["seed"]
+        for name, data in experiments(project).items()
+        if name != "bad-heads" and params(data)["model"]["pos_encoding"] == "none"
+    }
+    first, second = sorted(named)
+    assert {named[first], named[second]} == set(SEEDS), named
+    sh(project, "dvc", "plots", "diff", first, second, "-o", str(tmp_path / "diff"))
+    html = (tmp_path / "diff" / "index.html").read_text()
+    assert first in html and second in html
 
 
 def test_exp_push_from_one_clone_and_pull_into_another(tmp_path):
