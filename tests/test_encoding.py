@@ -5,7 +5,6 @@ import zlib
 import pandas as pd
 import pytest
 import torch
-from torch.nn.utils.rnn import pad_sequence
 
 from pipeline.data import LABEL, TEXT
 from pipeline.encoding import (
@@ -14,7 +13,9 @@ from pipeline.encoding import (
     batch_indices,
     batches,
     encode_table,
+    ngram_bags,
     ngram_idf,
+    row_ngrams,
     subword_ids,
 )
 from pipeline.errors import PipelineError
@@ -136,9 +137,9 @@ def test_every_ngram_of_a_long_word_is_kept():
 def test_subwords_align_with_token_ids_including_cls_and_truncation(vocab):
     spec = Subwords(buckets=50, min_n=3, max_n=3)
     data = encode_table(table([("a zz b c", "X"), ("", "Y")]), vocab, 3, True, spec)
-    first, empty = data.subword_counts
+    grams, (first, empty) = row_ngrams(data, [0, 1])
     assert first.tolist() == [0, 1, 2]  # CLS has none; "<a>" one 3-gram; "<zz>" two
-    assert data.subwords[0].tolist() == subword_ids("a", spec) + subword_ids("zz", spec)
+    assert grams.tolist() == subword_ids("a", spec) + subword_ids("zz", spec)
     assert len(empty) == len(data.ids[1]) and empty.eq(0).all()
     batch = next(batches(data, batch_size=2))
     assert batch.subword_counts.shape == batch.tokens.shape
@@ -155,18 +156,35 @@ def test_each_row_bag_holds_its_distinct_ngrams_with_counts(vocab):
     expected = {}
     for i in abc + abc + subword_ids("d", spec):
         expected[i] = expected.get(i, 0) + 1
-    ids, counts = data.ngram_ids[0], data.ngram_counts[0]
-    assert dict(zip(ids.tolist(), counts.tolist(), strict=True)) == expected
-    assert data.ngram_ids[1].numel() == 0  # an empty text has no n-grams, not a padding id
     batch = next(batches(data, batch_size=2))
     assert batch.ngram_ids.shape == batch.ngram_counts.shape == (2, len(expected))
-    assert batch.ngram_counts[batch.index.index(1)].eq(0).all()
+    ids, counts = batch.ngram_ids[batch.index.index(0)], batch.ngram_counts[batch.index.index(0)]
+    assert ids.tolist() == sorted(expected)
+    assert dict(zip(ids.tolist(), counts.tolist(), strict=True)) == expected
+    # An empty text has no n-grams: its row is padding alone (id 0, count 0).
+    empty = batch.index.index(1)
+    assert batch.ngram_ids[empty].eq(0).all() and batch.ngram_counts[empty].eq(0).all()
+
+
+def test_each_word_is_stored_once_with_its_ngrams(vocab):
+    spec = Subwords(buckets=50, min_n=3, max_n=3)
+    data = encode_table(table([("abc d abc", "X"), ("d zz", "Y")]), vocab, 8, False, spec)
+    assert len(data.word_grams) == 1 + 3  # word 0 (none), abc, d, zz
+    assert data.words[0].tolist() == [1, 2, 1] and data.words[1].tolist() == [2, 3]
+    assert data.word_grams[0].numel() == 0
+    assert data.word_grams[1].tolist() == subword_ids("abc", spec)
 
 
 def test_no_bags_without_subwords(vocab):
     data = encode_table(table([("a b", "X")]), vocab, 8, False)
-    assert data.ngram_ids is None and data.ngram_counts is None
+    assert data.words is None and data.word_grams is None
     assert next(batches(data, 1)).ngram_ids is None
+
+
+def ngram_lists(data) -> list[list[int]]:
+    """Each row's n-gram ids, as many times as they occur."""
+    grams, per_token = row_ngrams(data, list(range(len(data))))
+    return [row.tolist() for row in grams.split([int(counts.sum()) for counts in per_token])]
 
 
 def test_ngram_idf_is_scikit_learns_smoothed_idf(vocab):
@@ -176,9 +194,7 @@ def test_ngram_idf_is_scikit_learns_smoothed_idf(vocab):
     texts = ["a bb ccc", "bb dd", "a a a", "ccc ddd e"]
     data = encode_table(table([(t, "X") for t in texts]), vocab, 16, False, spec)
     idf = ngram_idf(data, spec.buckets)
-    vectorizer = TfidfVectorizer(analyzer=lambda ids: ids).fit(
-        [ids.tolist() for ids in data.ngram_ids]
-    )
+    vectorizer = TfidfVectorizer(analyzer=lambda ids: ids).fit(ngram_lists(data))
     for bucket, index in vectorizer.vocabulary_.items():
         assert idf[bucket].item() == pytest.approx(vectorizer.idf_[index], rel=1e-6)
     unseen = set(range(1, 41)) - set(vectorizer.vocabulary_)
@@ -211,15 +227,14 @@ def test_ngram_path_inputs_are_scikit_learns_tfidf_on_every_ngram():
     index = list(vectorizer.vocabulary_.values())
     buckets = [zlib.crc32(g.encode()) % spec.buckets + 1 for g in names]
     assert len(set(buckets)) == len(buckets)  # no hash collision in this test
-    assert sorted(buckets) == sorted(set().union(*(ids.tolist() for ids in data.ngram_ids)))
+    assert sorted(buckets) == sorted(set().union(*ngram_lists(data)))
 
     path = NgramPath(spec.buckets, num_classes=3)
     path.idf.copy_(ngram_idf(data, spec.buckets))
     weights = torch.randn(len(buckets), 3)
     with torch.no_grad():
         path.weight.weight[buckets] = weights[index]
-        got = path(
-            *(pad_sequence(x, batch_first=True) for x in (data.ngram_ids, data.ngram_counts))
-        )
+        grams, per_token = row_ngrams(data, list(range(len(data))))
+        got = path(*ngram_bags(grams, [int(counts.sum()) for counts in per_token]))
     expected = NGRAM_SCALE * torch.tensor(features, dtype=torch.float32) @ weights
     assert torch.allclose(got, expected, atol=1e-4)

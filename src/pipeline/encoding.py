@@ -1,8 +1,9 @@
-"""Tables turned into tensors: token ids (and hashed sub-word ids) per row, computed once,
-and padded batches of them."""
+"""Tables turned into tensors: token ids (and the words whose hashed n-grams feed the model)
+per row, computed once, and padded batches of them."""
 
 import zlib
-from collections.abc import Callable, Iterator
+from array import array
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,42 +63,86 @@ def subword_ids(token: str, spec: Subwords) -> list[int]:
     return [zlib.crc32(g.encode("utf-8")) % spec.buckets + 1 for g in char_ngrams(token, spec)]
 
 
+class Ragged:
+    """Rows of different lengths in one flat tensor: row i is values[starts[i]:starts[i + 1]].
+
+    One tensor for a whole table, not one per row: a small tensor costs a few hundred bytes
+    beyond its data, and a table held several of them per row (gigabytes at a million rows).
+    """
+
+    def __init__(self, values: torch.Tensor, starts: torch.Tensor) -> None:
+        self.values = values
+        self.starts = starts  # (rows + 1,), int64
+        self._bounds = starts.numpy()  # the same memory: numpy's scalars slice faster
+
+    @classmethod
+    def of(cls, rows: Iterable[list[int]], dtype: torch.dtype) -> "Ragged":
+        values, starts = array("q"), array("q", [0])  # compact while they grow
+        for row in rows:
+            values.extend(row)
+            starts.append(len(values))
+        flat = torch.from_numpy(np.array(values, dtype=np.int64))
+        return cls(flat.to(dtype), torch.from_numpy(np.array(starts, dtype=np.int64)))
+
+    def __len__(self) -> int:
+        return len(self._bounds) - 1
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.values[self._bounds[i] : self._bounds[i + 1]]
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return (self[i] for i in range(len(self)))
+
+    def lengths(self) -> list[int]:
+        return np.diff(self._bounds).tolist()
+
+    def take(self, index: list[int]) -> "Ragged":
+        """The rows `index`, in that order."""
+        rows = np.asarray(index, dtype=np.int64)
+        sizes = self._bounds[rows + 1] - self._bounds[rows]
+        starts = torch.from_numpy(np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
+        values = torch.cat([self[i] for i in index]) if index else self.values[:0]
+        return Ragged(values, starts)
+
+    def gather(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The values of `rows` (a tensor of row numbers), one row after the other, and the
+        length of each."""
+        first = self.starts[rows]
+        sizes = self.starts[rows + 1] - first
+        offsets = torch.repeat_interleave(first - (sizes.cumsum(0) - sizes), sizes)
+        return self.values[offsets + torch.arange(len(offsets))], sizes
+
+
 @dataclass(frozen=True)
 class Encoded:
-    """A table tokenised once: token ids per row, sub-word ids per row (or None), label ids,
-    and the row's bag of n-grams (distinct ids and their counts) for the model's n-gram path."""
+    """A table tokenised once: token ids and a label id per row; with n-grams, each row's
+    words (per token, an index into `word_grams`) and every distinct word's n-gram ids. Words
+    repeat: a row holds one number per token, not the dozen n-gram ids of each, and batches
+    gather the n-grams (and the row's bag of them, for the n-gram path) when they are made."""
 
-    ids: list[torch.Tensor]  # each (tokens,)
-    # Per row: the n-gram ids of all its tokens, one after the other, and how many each token
-    # has (0 for CLS). Flat, not padded per token: a row's memory follows its n-gram count.
-    subwords: list[torch.Tensor] | None  # each (n-grams of the row,)
-    subword_counts: list[torch.Tensor] | None  # each (tokens,)
+    ids: Ragged  # int64, a row's tokens
     labels: torch.Tensor
-    ngram_ids: list[torch.Tensor] | None = None  # each (distinct n-grams,)
-    ngram_counts: list[torch.Tensor] | None = None  # each (distinct n-grams,), float
+    words: Ragged | None = None  # int32, a row's: 0 for CLS, padding and an empty text
+    word_grams: Ragged | None = None  # int32, a word's n-gram ids (1..buckets); word 0 none
+    per_token: bool = False  # each token's n-grams also feed its embedding (scratch encoder)
 
     def __len__(self) -> int:
         return len(self.ids)
 
 
-def _row_subwords(
-    text: str, length: int, add_cls: bool, spec: Subwords, known: dict[str, list[int]]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The row's n-gram ids (flat) and the count per token, aligned with its token ids; CLS and
-    <unk>-for-empty get none. `known` holds the ids of tokens already seen: words repeat, and
-    hashing each of their n-grams again was most of the encoding time."""
-    flat: list[int] = []
-    counts = [0] * add_cls
+def _row_words(
+    text: str, length: int, add_cls: bool, spec: Subwords, known: dict[str, int], grams: list
+) -> list[int]:
+    """The row's words aligned with its `length` token ids (CLS and <unk>-for-empty get word 0,
+    which has no n-grams). A word seen for the first time gets the next number and its n-gram
+    ids are appended to `grams`: hashing each n-gram again was most of the encoding time."""
+    row = [0] * add_cls
     for token in tokenize(text)[: length - add_cls]:
         if token not in known:
-            known[token] = subword_ids(token, spec)
-        flat += known[token]
-        counts.append(len(known[token]))
-    counts += [0] * (length - len(counts))
-    # Through numpy: torch.tensor reads a long list of ints several times slower.
-    return torch.from_numpy(np.array(flat, dtype=np.int32)), torch.tensor(
-        counts, dtype=SUBWORD_DTYPE
-    )
+            known[token] = len(grams)
+            grams.append(subword_ids(token, spec))
+        row.append(known[token])
+    return row + [0] * (length - len(row))
 
 
 def encode_table(
@@ -108,7 +153,7 @@ def encode_table(
     subwords: Subwords | None = None,
     word_pieces: Callable[[str, int], list[int]] | None = None,
 ) -> Encoded:
-    """Token ids of every row (at most max_len), its sub-words and n-gram bag, and label ids.
+    """Token ids of every row (at most max_len), its words' n-grams, and label ids.
 
     With `word_pieces` (a pretrained encoder's tokenizer: text, max_len -> ids) the ids are its
     word pieces and `vocab` gives only the labels; the n-gram bag is still taken from the
@@ -124,44 +169,70 @@ def encode_table(
         encoded = (vocab.encode(text, max_len, add_cls) for text in table[TEXT])
     else:
         encoded = (word_pieces(text, max_len) for text in table[TEXT])
-    ids = [torch.tensor(row, dtype=torch.long) for row in encoded]
+    ids = Ragged.of(encoded, torch.long)
     labels = torch.tensor(vocab.label_ids(table[LABEL]), dtype=torch.long)
     if subwords is None:
-        return Encoded(ids=ids, subwords=None, subword_counts=None, labels=labels)
+        return Encoded(ids, labels)
     if word_pieces is None:
-        lengths = [(len(row), add_cls) for row in ids]
+        lengths = [(length, add_cls) for length in ids.lengths()]
     else:
         lengths = [(max(1, min(len(tokenize(text)), max_len)), False) for text in table[TEXT]]
-    known: dict[str, list[int]] = {}
-    rows = [
-        _row_subwords(text, length, cls, subwords, known)
-        for text, (length, cls) in zip(table[TEXT], lengths, strict=True)
-    ]
-    bags = [_bag(flat) for flat, _ in rows]
-    per_token = word_pieces is None  # the scratch encoder's sub-word embeddings
-    return Encoded(
-        ids=ids,
-        subwords=[flat for flat, _ in rows] if per_token else None,
-        subword_counts=[counts for _, counts in rows] if per_token else None,
-        labels=labels,
-        ngram_ids=[bag_ids for bag_ids, _ in bags],
-        ngram_counts=[counts for _, counts in bags],
+    known: dict[str, int] = {}
+    grams: list[list[int]] = [[]]
+    words = Ragged.of(
+        (
+            _row_words(text, length, cls, subwords, known, grams)
+            for text, (length, cls) in zip(table[TEXT], lengths, strict=True)
+        ),
+        SUBWORD_DTYPE,
+    )
+    word_grams = Ragged.of(grams, SUBWORD_DTYPE)
+    return Encoded(ids, labels, words, word_grams, per_token=word_pieces is None)
+
+
+def row_ngrams(data: Encoded, index: list[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The n-gram ids of rows `index` (at least one) of `data`, flat: row after row, token
+    after token; and how many each token has, one tensor per row."""
+    assert data.words is not None and data.word_grams is not None
+    rows = [data.words[i] for i in index]
+    grams, per_word = data.word_grams.gather(torch.cat(rows).long())
+    return grams, list(per_word.to(SUBWORD_DTYPE).split([len(row) for row in rows]))
+
+
+def _distinct(
+    grams: torch.Tensor, per_row: list[int]
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Each row's distinct n-gram ids (ascending, row after row), how often each occurs, and
+    how many distinct ids each row has; `grams` is the rows' n-gram ids, flat."""
+    rows = torch.repeat_interleave(torch.arange(len(per_row)), torch.tensor(per_row))
+    # One sort for all the rows: (row, id) as one key; ids are below 2**31.
+    keys, counts = (rows * 2**31 + grams.long()).unique(return_counts=True)
+    distinct = torch.bincount(keys // 2**31, minlength=len(per_row)).tolist()
+    return (keys % 2**31).to(SUBWORD_DTYPE), counts.to(torch.float32), distinct
+
+
+def ngram_bags(grams: torch.Tensor, per_row: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows' bags of n-grams for the n-gram path: distinct ids and their counts, (rows,
+    most distinct ids), padded with 0."""
+    ids, counts, distinct = _distinct(grams, per_row)
+    return (
+        pad_sequence(list(ids.split(distinct)), batch_first=True),
+        pad_sequence(list(counts.split(distinct)), batch_first=True),
     )
 
 
-def _bag(subwords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distinct n-gram ids of a row and how often each occurs."""
-    bag_ids, counts = subwords.unique(return_counts=True)
-    return bag_ids, counts.to(torch.float32)
+IDF_ROWS = 4096  # rows whose distinct n-grams are found at once, for the document frequencies
 
 
 def ngram_idf(data: Encoded, buckets: int) -> torch.Tensor:
     """Smoothed inverse document frequency of every n-gram bucket over the rows of `data`,
     as scikit-learn's TfidfVectorizer computes it: ln((1 + rows) / (1 + df)) + 1."""
-    frequency = torch.zeros(buckets + 1)
-    for bag_ids in data.ngram_ids or []:
-        frequency[bag_ids] += 1
-    return torch.log((1 + len(data)) / (1 + frequency)) + 1
+    documents = torch.zeros(buckets + 1, dtype=torch.long)
+    for start in range(0, len(data) if data.words is not None else 0, IDF_ROWS):
+        grams, per_token = row_ngrams(data, list(range(start, min(start + IDF_ROWS, len(data)))))
+        ids, _, _ = _distinct(grams, [int(counts.sum()) for counts in per_token])
+        documents += torch.bincount(ids.long(), minlength=buckets + 1)
+    return torch.log((1 + len(data)) / (1 + documents.to(torch.float32))) + 1
 
 
 POOL_BATCHES = 50  # batches per length-sorting pool when shuffling
@@ -233,15 +304,14 @@ def batches(
     data: Encoded, batch_size: int, generator: torch.Generator | None = None
 ) -> Iterator[Batch]:
     """Yield batches padded only to their longest row, grouped by length (see batch_indices)."""
-    for index in batch_indices([len(ids) for ids in data.ids], batch_size, generator):
+    for index in batch_indices(data.ids.lengths(), batch_size, generator):
         tokens = pad_sequence([data.ids[i] for i in index], batch_first=True, padding_value=PAD_ID)
         subwords = subword_counts = bag_ids = counts = None
-        if data.subwords is not None and data.subword_counts is not None:
-            subwords = torch.cat([data.subwords[i] for i in index])
-            subword_counts = pad_sequence([data.subword_counts[i] for i in index], batch_first=True)
-        if data.ngram_ids is not None and data.ngram_counts is not None:
-            bag_ids = pad_sequence([data.ngram_ids[i] for i in index], batch_first=True)
-            counts = pad_sequence([data.ngram_counts[i] for i in index], batch_first=True)
+        if data.words is not None:
+            grams, per_token = row_ngrams(data, index)
+            if data.per_token:
+                subwords, subword_counts = grams, pad_sequence(per_token, batch_first=True)
+            bag_ids, counts = ngram_bags(grams, [int(row.sum()) for row in per_token])
         yield Batch(
             index,
             tokens,

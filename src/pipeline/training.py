@@ -70,17 +70,9 @@ def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]
 
 def rows_of(data: Encoded, index: list[int]) -> Encoded:
     """The rows `index` of `data`, in that order."""
-
-    def pick(rows: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
-        return None if rows is None else [rows[i] for i in index]
-
-    return Encoded(
-        pick(data.ids),
-        pick(data.subwords),
-        pick(data.subword_counts),
-        data.labels[index],
-        pick(data.ngram_ids),
-        pick(data.ngram_counts),
+    words = None if data.words is None else data.words.take(index)
+    return dataclasses.replace(
+        data, ids=data.ids.take(index), labels=data.labels[index], words=words
     )
 
 
@@ -103,7 +95,7 @@ def step_batches(
     rank left without a batch repeats the step's first one with weight 0: every rank must take
     every step (DDP waits for all of them), and no row is dropped or counted twice.
     """
-    groups = batch_indices([len(ids) for ids in data.ids], batch_size, generator)
+    groups = batch_indices(data.ids.lengths(), batch_size, generator)
     for first in range(0, len(groups), world):
         step = groups[first : first + world]
         if rank < len(step):
@@ -354,7 +346,7 @@ def train_model(
     )
     with distributed.process_group(device, params.processes) as device:
         fit(model, ready.train, ready.val, params, device, on_epoch)
-    longest = max(len(ids) for ids in ready.train.ids)
+    longest = max(ready.train.ids.lengths())
     return Checkpoint(
         model.cpu().eval(),
         vocab,
