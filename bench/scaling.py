@@ -111,11 +111,15 @@ def rss_now_mib() -> float:
     return float("nan")
 
 
-def in_subprocess(stage: str, folder: Path) -> dict:
-    """Run one stage in a fresh Python process; its last stdout line is its JSON result."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--stage", stage, str(folder)]
-    out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
-    return json.loads(out.splitlines()[-1])
+def in_subprocess(stage: str, folder: Path, csvs: tuple[Path, ...]) -> dict:
+    """Run one stage in a fresh Python process; its last stdout line is its JSON result. The
+    CSVs go along: the child checks its options too, and the default ones may not exist."""
+    script = str(Path(__file__).resolve())
+    command = [sys.executable, script, "--stage", stage, *(f"--csv={csv}" for csv in csvs)]
+    done = subprocess.run([*command, str(folder)], stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:  # the child has said why on stderr
+        raise SystemExit(done.returncode)
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def table(results: dict[int, dict[str, dict]]) -> str:
@@ -225,7 +229,7 @@ def main(
         results[size] = {}
         for name in STAGES:
             print(f"{size:,} rows: {name} ...", file=sys.stderr)
-            results[size][name] = in_subprocess(name, work)
+            results[size][name] = in_subprocess(name, work, csvs)
     (out / "scaling.json").write_text(json.dumps(results, indent=1) + "\n")
     plot(results, out / "scaling.png")
     print(table(results))

@@ -15,6 +15,8 @@ from tests.test_e2e import make_project, sh, user_env, wait_for_queue
 
 pytestmark = pytest.mark.e2e
 
+LABELS = ["Physics", "Chemistry", "Maths"]
+
 # Appended to a module of the library that imports write_json (files.py: every stage;
 # evaluation.py: evaluate and baseline): every metrics.json it writes then carries the mark,
 # so a test can tell which copy of the library wrote it.
@@ -39,9 +41,15 @@ def code_mark(project: Path) -> int | None:
     return json.loads((project / "reports/eval/metrics.json").read_text()).get("code_mark")
 
 
-def test_bytecode_written_by_stages_and_commands_leaves_the_pipeline_up_to_date(tmp_path):
-    project = make_project(tmp_path / "project", ["Physics", "Chemistry", "Maths"])
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A project after `dvc repro`, run as a user runs it (bytecode written, no PYTHONPATH)."""
+    project = make_project(tmp_path_factory.mktemp("worktree") / "project", LABELS)
     sh(project, "dvc", "repro")
+    return project
+
+
+def test_bytecode_written_by_stages_and_commands_leaves_the_pipeline_up_to_date(project):
     # Bytecode was written (otherwise this test would prove nothing) ...
     assert list((project / "src" / "pipeline" / "__pycache__").glob("*.pyc"))
     assert "up to date" in sh(project, "dvc", "status")
@@ -53,7 +61,7 @@ def test_bytecode_written_by_stages_and_commands_leaves_the_pipeline_up_to_date(
 
 
 def test_queued_experiment_runs_its_committed_code_not_the_workspace(tmp_path):
-    project = make_project(tmp_path / "project", ["Physics", "Chemistry", "Maths"])
+    project = make_project(tmp_path / "project", LABELS)
     mark_library(project / "src", 1)
     sh(project, "git", "commit", "-q", "-am", "library marked 1")
     sh(project, "dvc", "exp", "run", "--queue", "-S", "train.epochs=2", "-n", "committed-code")
@@ -74,15 +82,13 @@ def test_queued_experiment_runs_its_committed_code_not_the_workspace(tmp_path):
     assert runs["committed-code"]["code_mark"] == 1
 
 
-def test_repro_runs_the_workspace_library_not_an_installed_copy(tmp_path):
-    project = make_project(tmp_path / "project", ["Physics", "Chemistry", "Maths"])
+def test_repro_runs_the_workspace_library_not_an_installed_copy(project, tmp_path):
     installed = tmp_path / "site-packages"
     shutil.copytree(project / "src", installed)
-    # What a non-editable `pip install .` would have copied; evaluation.py, so that the
-    # workspace's edit below reruns two stages, not all.
+    # What a non-editable `pip install .` would have copied, first on the path; evaluation.py,
+    # so that the workspace's edit below reruns two stages, not all.
     mark_library(installed, 3, "evaluation.py")
     env = user_env(PYTHONPATH=str(installed))
-    sh(project, "dvc", "repro", env=env)
     assert code_mark(project) is None
     mark_library(project / "src", 2, "evaluation.py")  # a workspace edit...
     status = sh(project, "dvc", "status", env=env)
