@@ -9,6 +9,7 @@ import torch
 from pipeline.data import LABEL, TEXT
 from pipeline.encoding import (
     MAX_TOKEN_CHARS,
+    Ragged,
     Subwords,
     batch_indices,
     batches,
@@ -238,3 +239,16 @@ def test_ngram_path_inputs_are_scikit_learns_tfidf_on_every_ngram():
         got = path(*ngram_bags(grams, [int(counts.sum()) for counts in per_token]))
     expected = NGRAM_SCALE * torch.tensor(features, dtype=torch.float32) @ weights
     assert torch.allclose(got, expected, atol=1e-4)
+
+
+def test_ragged_rows_take_and_gather():
+    rows = [[5, 6], [], [7], [8, 9, 10]]
+    ragged = Ragged.of(rows, torch.int32)
+    assert len(ragged) == 4 and ragged.lengths() == [2, 0, 1, 3]
+    assert [row.tolist() for row in ragged] == rows
+    assert ragged.values.dtype == torch.int32 and ragged.values.numel() == 6  # one flat tensor
+    taken = ragged.take([3, 1, 0, 3])
+    assert [row.tolist() for row in taken] == [rows[3], rows[1], rows[0], rows[3]]
+    values, sizes = ragged.gather(torch.tensor([2, 1, 3, 2]))
+    assert values.tolist() == [7, 8, 9, 10, 7] and sizes.tolist() == [1, 0, 3, 1]
+    assert [row.tolist() for row in ragged.take([])] == []
