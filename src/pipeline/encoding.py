@@ -21,8 +21,8 @@ from pipeline.vocab import PAD_ID, Vocab
 # of digits) are longer; their n-grams past this point would make every batch tensor wider.
 # Saved in the checkpoint, so a model keeps the inputs it was trained on.
 MAX_TOKEN_CHARS = 40
-# Sub-word ids are kept as int32, which embeddings and indexing accept: they are most of an
-# encoded table's memory, and int64 would double it (measured on 70k training rows).
+# N-gram ids and a row's word numbers are kept as int32, which embeddings and indexing accept:
+# half the memory of int64, and a batch's tensors are what the model has always been given.
 SUBWORD_DTYPE = torch.int32
 
 
@@ -131,7 +131,12 @@ class Encoded:
 
 
 def _row_words(
-    text: str, length: int, add_cls: bool, spec: Subwords, known: dict[str, int], grams: list
+    text: str,
+    length: int,
+    add_cls: bool,
+    spec: Subwords,
+    known: dict[str, int],
+    grams: list[list[int]],
 ) -> list[int]:
     """The row's words aligned with its `length` token ids (CLS and <unk>-for-empty get word 0,
     which has no n-grams). A word seen for the first time gets the next number and its n-gram
@@ -228,7 +233,7 @@ def ngram_idf(data: Encoded, buckets: int) -> torch.Tensor:
     """Smoothed inverse document frequency of every n-gram bucket over the rows of `data`,
     as scikit-learn's TfidfVectorizer computes it: ln((1 + rows) / (1 + df)) + 1."""
     documents = torch.zeros(buckets + 1, dtype=torch.long)
-    for start in range(0, len(data) if data.words is not None else 0, IDF_ROWS):
+    for start in range(0, len(data), IDF_ROWS) if data.words is not None else ():
         grams, per_token = row_ngrams(data, list(range(start, min(start + IDF_ROWS, len(data)))))
         ids, _, _ = _distinct(grams, [int(counts.sum()) for counts in per_token])
         documents += torch.bincount(ids.long(), minlength=buckets + 1)
