@@ -138,7 +138,8 @@ def test_every_ngram_of_a_long_word_is_kept():
 def test_subwords_align_with_token_ids_including_cls_and_truncation(vocab):
     spec = Subwords(buckets=50, min_n=3, max_n=3)
     data = encode_table(table([("a zz b c", "X"), ("", "Y")]), vocab, 3, True, spec)
-    grams, (first, empty) = row_ngrams(data, [0, 1])
+    grams, (first, empty), per_row = row_ngrams(data, [0, 1])
+    assert per_row.tolist() == [3, 0]
     assert first.tolist() == [0, 1, 2]  # CLS has none; "<a>" one 3-gram; "<zz>" two
     assert grams.tolist() == subword_ids("a", spec) + subword_ids("zz", spec)
     assert len(empty) == len(data.ids[1]) and empty.eq(0).all()
@@ -184,8 +185,8 @@ def test_no_bags_without_subwords(vocab):
 
 def ngram_lists(data) -> list[list[int]]:
     """Each row's n-gram ids, as many times as they occur."""
-    grams, per_token = row_ngrams(data, list(range(len(data))))
-    return [row.tolist() for row in grams.split([int(counts.sum()) for counts in per_token])]
+    grams, _, per_row = row_ngrams(data, list(range(len(data))))
+    return [row.tolist() for row in grams.split(per_row.tolist())]
 
 
 def test_ngram_idf_is_scikit_learns_smoothed_idf(vocab):
@@ -235,8 +236,8 @@ def test_ngram_path_inputs_are_scikit_learns_tfidf_on_every_ngram():
     weights = torch.randn(len(buckets), 3)
     with torch.no_grad():
         path.weight.weight[buckets] = weights[index]
-        grams, per_token = row_ngrams(data, list(range(len(data))))
-        got = path(*ngram_bags(grams, [int(counts.sum()) for counts in per_token]))
+        grams, _, per_row = row_ngrams(data, list(range(len(data))))
+        got = path(*ngram_bags(grams, per_row))
     expected = NGRAM_SCALE * torch.tensor(features, dtype=torch.float32) @ weights
     assert torch.allclose(got, expected, atol=1e-4)
 

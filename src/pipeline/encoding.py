@@ -195,28 +195,33 @@ def encode_table(
     return Encoded(ids, labels, words, word_grams, per_token=word_pieces is None)
 
 
-def row_ngrams(data: Encoded, index: list[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def row_ngrams(
+    data: Encoded, index: list[int]
+) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
     """The n-gram ids of rows `index` (at least one) of `data`, flat: row after row, token
-    after token; and how many each token has, one tensor per row."""
+    after token; how many each token has, one tensor per row; and how many each row has."""
     assert data.words is not None and data.word_grams is not None
     rows = [data.words[i] for i in index]
+    lengths = [len(row) for row in rows]
     grams, per_word = data.word_grams.gather(torch.cat(rows).long())
-    return grams, list(per_word.to(SUBWORD_DTYPE).split([len(row) for row in rows]))
+    row_of_word = torch.repeat_interleave(torch.arange(len(rows)), torch.tensor(lengths))
+    per_row = torch.zeros(len(rows), dtype=torch.long).index_add_(0, row_of_word, per_word)
+    return grams, list(per_word.to(SUBWORD_DTYPE).split(lengths)), per_row
 
 
 def _distinct(
-    grams: torch.Tensor, per_row: list[int]
+    grams: torch.Tensor, per_row: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Each row's distinct n-gram ids (ascending, row after row), how often each occurs, and
     how many distinct ids each row has; `grams` is the rows' n-gram ids, flat."""
-    rows = torch.repeat_interleave(torch.arange(len(per_row)), torch.tensor(per_row))
+    rows = torch.repeat_interleave(torch.arange(len(per_row)), per_row)
     # One sort for all the rows: (row, id) as one key; ids are below 2**31.
     keys, counts = (rows * 2**31 + grams.long()).unique(return_counts=True)
     distinct = torch.bincount(keys // 2**31, minlength=len(per_row)).tolist()
     return (keys % 2**31).to(SUBWORD_DTYPE), counts.to(torch.float32), distinct
 
 
-def ngram_bags(grams: torch.Tensor, per_row: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def ngram_bags(grams: torch.Tensor, per_row: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The rows' bags of n-grams for the n-gram path: distinct ids and their counts, (rows,
     most distinct ids), padded with 0."""
     ids, counts, distinct = _distinct(grams, per_row)
@@ -234,8 +239,8 @@ def ngram_idf(data: Encoded, buckets: int) -> torch.Tensor:
     as scikit-learn's TfidfVectorizer computes it: ln((1 + rows) / (1 + df)) + 1."""
     documents = torch.zeros(buckets + 1, dtype=torch.long)
     for start in range(0, len(data), IDF_ROWS) if data.words is not None else ():
-        grams, per_token = row_ngrams(data, list(range(start, min(start + IDF_ROWS, len(data)))))
-        ids, _, _ = _distinct(grams, [int(counts.sum()) for counts in per_token])
+        grams, _, per_row = row_ngrams(data, list(range(start, min(start + IDF_ROWS, len(data)))))
+        ids, _, _ = _distinct(grams, per_row)
         documents += torch.bincount(ids.long(), minlength=buckets + 1)
     return torch.log((1 + len(data)) / (1 + documents.to(torch.float32))) + 1
 
@@ -313,10 +318,10 @@ def batches(
         tokens = pad_sequence([data.ids[i] for i in index], batch_first=True, padding_value=PAD_ID)
         subwords = subword_counts = bag_ids = counts = None
         if data.words is not None:
-            grams, per_token = row_ngrams(data, index)
+            grams, per_token, per_row = row_ngrams(data, index)
             if data.per_token:
                 subwords, subword_counts = grams, pad_sequence(per_token, batch_first=True)
-            bag_ids, counts = ngram_bags(grams, [int(row.sum()) for row in per_token])
+            bag_ids, counts = ngram_bags(grams, per_row)
         yield Batch(
             index,
             tokens,
