@@ -15,9 +15,8 @@ import pytest
 
 from pipeline.distributed import TEST_PAUSE_S
 from pipeline.files import atomic_write_text
-from tests.test_e2e import make_project, sh, user_env
+from tests.projects import sh, trained_project, user_env
 
-LABELS = ["Physics", "Chemistry", "Maths", "Biology"]
 OUTPUTS = (
     "data/interim/clean.csv",
     "models/model.pt",
@@ -185,8 +184,7 @@ def paused_env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def done(tmp_path_factory) -> tuple[Path, dict[str, bytes]]:
     """A project after an uninterrupted `dvc repro`, and its outputs' bytes."""
-    project = make_project(tmp_path_factory.mktemp("crash") / "project", LABELS)
-    sh(project, "dvc", "repro")
+    project = trained_project(tmp_path_factory, "crash")
     return project, {name: (project / name).read_bytes() for name in OUTPUTS}
 
 

@@ -14,8 +14,8 @@ import psutil
 import pytest
 import yaml
 
+from tests.projects import make_project, sh, user_env
 from tests.test_crashes import after_epoch_1, assert_nothing_outlives, kill_stage, paused_env
-from tests.test_e2e import make_project, sh, user_env
 
 pytestmark = pytest.mark.e2e
 

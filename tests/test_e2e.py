@@ -1,11 +1,6 @@
 """End to end: the real `dvc` commands in a temporary git repository on a tiny CSV."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +10,7 @@ import yaml
 
 from pipeline.checkpoint import load_checkpoint
 from pipeline.model import sinusoidal_table
-from tests.conftest import ROOT, TINY, write_csv
+from tests.projects import make_project, sh, trained_project
 
 pytestmark = pytest.mark.e2e
 
@@ -26,68 +21,6 @@ REPORTS = (
 )
 
 
-def user_env(**extra: str) -> dict[str, str]:
-    """The environment of a user's shell: the venv's bin first on PATH (so DVC's `python
-    stages/...` is the interpreter running the tests) and Python writing bytecode, as it does
-    unless told not to (our own machines tell it not to, which would hide stale stages)."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env.pop("PYTHONPATH", None)
-    return {**env, **extra}
-
-
-def sh(project: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    """Run a command in the project; fail the test with its output if it fails."""
-    result = subprocess.run(
-        args, cwd=project, env=env or user_env(), capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout + result.stderr
-
-
-def wait_for_queue(project: Path, env: dict[str, str] | None = None, limit: float = 300) -> str:
-    """`dvc queue status` once nothing is queued or running any more."""
-    deadline = time.monotonic() + limit
-    while True:
-        status = sh(project, "dvc", "queue", "status", env=env)
-        if not any(word in status for word in ("Queued", "Running")):
-            return status
-        assert time.monotonic() < deadline, status
-        time.sleep(4)  # each `dvc queue status` costs a second of CPU the workers want
-
-
-def make_project(
-    path: Path, labels: list[str], text_column: str = "question", label_column: str = "subject"
-) -> Path:
-    """A git repo holding this project's pipeline, a tiny CSV and tiny-model params."""
-    path.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"):
-        shutil.copy(ROOT / name, path / name)
-    for folder in ("stages", "src", "models/sources"):
-        shutil.copytree(
-            ROOT / folder, path / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
-        )
-    write_csv(path / "data" / "raw" / "rows.csv", labels, 24, text_column, label_column)
-    params = yaml.safe_load((path / "params.yaml").read_text())
-    params["data"] = {
-        "raw": "data/raw/rows.csv",
-        "text_column": text_column,
-        "label_column": label_column,
-    }
-    for section, values in TINY.items():
-        params[section].update(values)
-    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh(path, "git", "init", "-q", "-b", "main")
-    sh(path, "git", "config", "user.name", "Test")
-    sh(path, "git", "config", "user.email", "test@example.com")
-    sh(path, "dvc", "init", "-q")
-    shutil.copy(ROOT / ".dvc" / "config", path / ".dvc" / "config")  # plots.html_template
-    sh(path, "dvc", "config", "core.analytics", "false")
-    sh(path, "git", "add", "-A")
-    sh(path, "git", "commit", "-q", "-m", "project")
-    return path
-
-
 def read(project: Path, name: str) -> bytes:
     return (project / name).read_bytes()
 
@@ -95,13 +28,7 @@ def read(project: Path, name: str) -> bytes:
 @pytest.fixture(scope="module")
 def repro_project(tmp_path_factory) -> Path:
     """A project after `dvc repro`, with the results committed."""
-    project = make_project(
-        tmp_path_factory.mktemp("e2e") / "project", ["Physics", "Chemistry", "Maths", "Biology"]
-    )
-    sh(project, "dvc", "repro")
-    sh(project, "git", "add", "-A")
-    sh(project, "git", "commit", "-q", "-m", "repro")
-    return project
+    return trained_project(tmp_path_factory, "e2e")
 
 
 def test_repro_writes_reports_and_leaves_nothing_to_do(repro_project):

@@ -10,7 +10,7 @@ import shutil
 import pytest
 import yaml
 
-from tests.test_e2e import make_project, sh
+from tests.projects import make_project, sh
 
 pytestmark = pytest.mark.e2e
 

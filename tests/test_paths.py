@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests.conftest import write_csv
-from tests.test_e2e import make_project, sh
+from tests.projects import make_project, sh
 from tests.test_stages import assert_one_sentence, run_stage, write_params
 
 pytestmark = pytest.mark.e2e

@@ -24,7 +24,7 @@ from dvc_render.image import ImageRenderer
 from pipeline.errors import PipelineError
 from pipeline.plots_page import VL_CONVERT_VERSION, page_template
 from tests.conftest import ROOT
-from tests.test_e2e import make_project, sh
+from tests.projects import sh, trained_project
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -115,12 +115,7 @@ def drawn_offline(page: Path, scratch: Path) -> tuple[int, int]:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A project after `dvc repro`, with the results committed."""
-    project = make_project(
-        tmp_path_factory.mktemp("plots") / "project", ["Physics", "Chemistry", "Maths", "Biology"]
-    )
-    sh(project, "dvc", "repro")
-    sh(project, "git", "add", "-A")
-    sh(project, "git", "commit", "-q", "-m", "repro")
+    project = trained_project(tmp_path_factory, "plots")
     assert (project / "plots" / "template.html").is_file()
     return project
 

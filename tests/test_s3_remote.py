@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_e2e import make_project, sh, user_env
+from tests.projects import sh, trained_project, user_env
 
 pytestmark = pytest.mark.e2e
 
@@ -103,15 +103,14 @@ def bucket_keys(endpoint: str) -> list[str]:
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
-def test_push_to_s3_then_clone_and_pull_predicts_the_same(s3_server, tmp_path):
+def test_push_to_s3_then_clone_and_pull_predicts_the_same(s3_server, tmp_path_factory, tmp_path):
     endpoint, env = s3_server
-    project = make_project(tmp_path / "project", ["Physics", "Chemistry", "Maths"])
-    sh(project, "dvc", "repro", env=env)
+    project = trained_project(tmp_path_factory, "s3")
     sh(project, "dvc", "remote", "add", "-d", "s3r", f"s3://{BUCKET}/dvc", env=env)
     sh(project, "dvc", "remote", "modify", "s3r", "endpointurl", endpoint, env=env)
     assert "testing" not in (project / ".dvc" / "config").read_text()  # no credentials in git
     sh(project, "git", "add", "-A", env=env)
-    sh(project, "git", "commit", "-q", "-m", "repro, S3 remote", env=env)
+    sh(project, "git", "commit", "-q", "-m", "S3 remote", env=env)
     sh(project, "dvc", "push", env=env)
     keys = bucket_keys(endpoint)
     assert keys and all(key.startswith("dvc/files/md5/") for key in keys), keys

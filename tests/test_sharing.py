@@ -1,6 +1,7 @@
 """Experiments run in parallel through the queue, compared and diffed, and shared between
 machines through git."""
 
+import hashlib
 import json
 import statistics
 import subprocess
@@ -11,11 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_e2e import make_project, sh, user_env, wait_for_queue
+from tests.projects import sh, trained_project, user_env, wait_for_queue
 
 pytestmark = pytest.mark.e2e
 
-LABELS = ["Physics", "Chemistry", "Maths"]
 SEEDS = [42, 43]
 ENCODINGS = ["learned", "none"]
 EVAL, TRAIN = "reports/eval/metrics.json", "reports/train/metrics.json"
@@ -71,14 +71,8 @@ def queued_study(tmp_path_factory) -> tuple[Path, str, str]:
     """One queued study for the tests below (each run of the queue costs CI a minute): 2 seeds
     x 2 encodings on two workers, and one experiment that fails. Returns the project, what
     `dvc queue start` said and the queue's status once it is done."""
-    project = make_project(tmp_path_factory.mktemp("queue") / "project", LABELS)
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["train"]["epochs"] = 1
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    # Commit the pipeline's outputs first: each experiment then reruns train + evaluate only.
-    sh(project, "dvc", "repro")
-    sh(project, "git", "add", "-A")
-    sh(project, "git", "commit", "-q", "-m", "repro")
+    # The pipeline's outputs are committed: each experiment reruns train + evaluate only.
+    project = trained_project(tmp_path_factory, "queue")
     seeds = ",".join(map(str, SEEDS))
     encodings = f"model.pos_encoding={','.join(ENCODINGS)}"
     sh(project, "dvc", "exp", "run", "--queue", "-S", f"train.seed={seeds}", "-S", encodings)
@@ -167,28 +161,38 @@ def test_plots_diff_of_two_queued_experiments(queued_study, tmp_path):
     assert first in html and second in html
 
 
-def test_exp_push_from_one_clone_and_pull_into_another(tmp_path):
+def test_exp_push_from_one_clone_and_pull_into_another(queued_study, tmp_path):
+    """One of the study's experiments reaches another clone: its git ref through a git remote,
+    its outputs through a DVC remote. Each clone names the DVC remote in its own config.local,
+    so the study's project keeps its commit (its experiments stay HEAD's)."""
+    a = queued_study[0]
+    name = next(name for name in experiments(a) if name != "bad-heads")
+    rev = next(
+        exp["revs"][0]["rev"]
+        for row in json.loads(sh(a, "dvc", "exp", "show", "--json"))
+        for exp in row.get("experiments") or []
+        if exp["name"] == name
+    )
+    lock = yaml.safe_load(sh(a, "git", "show", f"{rev}:dvc.lock"))
+    made = {out["path"]: out["md5"] for out in lock["stages"]["train"]["outs"]}["models/model.pt"]
     origin = tmp_path / "origin.git"
     sh(tmp_path, "git", "init", "-q", "--bare", "-b", "main", str(origin))
-    a = make_project(tmp_path / "a", LABELS)
-    sh(a, "dvc", "remote", "add", "-d", "shared", str(tmp_path / "dvc-remote"))
-    sh(a, "git", "commit", "-q", "-am", "DVC remote")
     sh(a, "git", "remote", "add", "origin", str(origin))
     sh(a, "git", "push", "-q", "origin", "main")
-
-    sh(a, "dvc", "exp", "run", "-S", "train.lr=0.003", "-n", "shared-exp")
-    sh(a, "dvc", "exp", "push", "origin", "shared-exp")  # the git ref, and its data to the remote
-    model_a = (a / "models" / "model.pt").read_bytes()
-    metrics_a = eval_metrics(experiments(a)["shared-exp"])
+    sh(a, "dvc", "remote", "add", "--local", "-d", "shared", str(tmp_path / "dvc-remote"))
+    sh(a, "dvc", "exp", "push", "origin", name)  # the git ref, and its data to the remote
 
     b = tmp_path / "b"
     sh(tmp_path, "git", "clone", "-q", str(origin), str(b))
-    sh(b, "dvc", "exp", "pull", "origin", "shared-exp")
+    sh(b, "dvc", "remote", "add", "--local", "-d", "shared", str(tmp_path / "dvc-remote"))
+    sh(b, "dvc", "exp", "pull", "origin", name)
     runs = experiments(b)
-    assert "shared-exp" in runs, runs.keys()
-    assert runs["shared-exp"]["params"]["params.yaml"]["data"]["train"]["lr"] == 0.003
-    assert eval_metrics(runs["shared-exp"]) == metrics_a
-    sh(b, "dvc", "exp", "apply", "shared-exp")
+    assert name in runs, runs.keys()
+    shown_a = experiments(a)[name]
+    assert params(runs[name]) == params(shown_a)
+    assert eval_metrics(runs[name]) == eval_metrics(shown_a)
+    sh(b, "dvc", "exp", "apply", name)
     sh(b, "dvc", "pull")
-    assert (b / "models" / "model.pt").read_bytes() == model_a
+    # The model is the bytes the experiment made.
+    assert hashlib.md5((b / "models" / "model.pt").read_bytes()).hexdigest() == made
     assert "up to date" in sh(b, "dvc", "status")

@@ -22,7 +22,7 @@ from pipeline.early_stop import STOPPED_AT
 from pipeline.errors import PipelineError
 from pipeline.tuning import load_space, set_args
 from tests.conftest import ROOT
-from tests.test_e2e import make_project, sh, user_env
+from tests.projects import make_project, sh, user_env
 from tests.test_stages import assert_one_sentence
 
 optuna = pytest.importorskip("optuna", reason="the tune extra is not installed")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_e2e import make_project, sh, user_env
+from tests.projects import make_project, sh, user_env
 
 pytestmark = pytest.mark.e2e
 

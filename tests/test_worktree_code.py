@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_e2e import make_project, sh, user_env, wait_for_queue
+from tests.projects import make_project, sh, trained_project, user_env, wait_for_queue
 
 pytestmark = pytest.mark.e2e
 
@@ -44,9 +44,7 @@ def code_mark(project: Path) -> int | None:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A project after `dvc repro`, run as a user runs it (bytecode written, no PYTHONPATH)."""
-    project = make_project(tmp_path_factory.mktemp("worktree") / "project", LABELS)
-    sh(project, "dvc", "repro")
-    return project
+    return trained_project(tmp_path_factory, "worktree")
 
 
 def test_bytecode_written_by_stages_and_commands_leaves_the_pipeline_up_to_date(project):
