@@ -22,7 +22,7 @@ from pipeline.early_stop import STOPPED_AT
 from pipeline.errors import PipelineError
 from pipeline.tuning import load_space, set_args
 from tests.conftest import ROOT
-from tests.projects import make_project, sh, user_env
+from tests.projects import sh, trained_project, user_env
 from tests.test_stages import assert_one_sentence
 
 optuna = pytest.importorskip("optuna", reason="the tune extra is not installed")
@@ -282,9 +282,7 @@ SPACE = {
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    project = make_project(
-        tmp_path_factory.mktemp("tune") / "project", ["Physics", "Chemistry", "Maths", "Biology"]
-    )
+    project = trained_project(tmp_path_factory, "tune")  # trials rerun train and evaluate only
     write_space(project / "tune.yaml", SPACE)
     sh(project, "git", "add", "tune.yaml")
     sh(project, "git", "commit", "-q", "-m", "search space")
@@ -387,7 +385,7 @@ def wait_for(condition: Callable[[], bool], what: str, limit: float = 300) -> No
 def test_ctrl_c_stops_the_trial_and_its_workers_and_a_rerun_completes_the_study(
     tmp_path_factory,
 ):
-    project = make_project(tmp_path_factory.mktemp("ctrl_c") / "project", ["Physics", "Maths"])
+    project = trained_project(tmp_path_factory, "ctrl_c")
     # Two training processes per trial: Ctrl-C must reach the workers of torch's launcher
     # too, which sit in sessions of their own.
     space = {
