@@ -14,7 +14,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.projects import make_project, sh, user_env
+from tests.projects import sh, trained_project, user_env
 from tests.test_crashes import after_epoch_1, assert_nothing_outlives, kill_stage, paused_env
 
 pytestmark = pytest.mark.e2e
@@ -42,8 +42,7 @@ def val_accuracy(project: Path) -> float:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> dict:
     """The tiny project trained on one process, then with `dvc exp run -S train.processes=2`."""
-    path = make_project(tmp_path_factory.mktemp("dist") / "project", ["Physics", "Maths", "Art"])
-    sh(path, "dvc", "repro", "train")
+    path = trained_project(tmp_path_factory, "dist")
     one = {"outputs": outputs(path), "val_accuracy": val_accuracy(path)}
     log = sh(path, "dvc", "exp", "run", "-S", "train.processes=2", "train")
     return {"path": path, "one": one, "log": log, "two": outputs(path)}
