@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.projects import make_project, sh, user_env
+from tests.projects import sh, trained_project, user_env
 
 pytestmark = pytest.mark.e2e
 
@@ -105,6 +105,7 @@ def clone(remote: Path, path: Path) -> Path:
     sh(remote.parent, "git", "clone", "-q", str(remote), str(path))
     sh(path, "git", "config", "user.name", "Test")
     sh(path, "git", "config", "user.email", "test@example.com")
+    sh(path, "dvc", "pull", "-q")  # the committed outputs: trials rerun train and evaluate only
     return path
 
 
@@ -118,8 +119,8 @@ def model_md5(project: Path, experiment: str) -> str:
     return hashlib.md5((project / "models" / "model.pt").read_bytes()).hexdigest()
 
 
-def test_two_clones_run_one_postgresql_study_and_share_every_experiment(tmp_path):
-    origin = make_project(tmp_path / "origin", ["Physics", "Chemistry", "Maths", "Biology"])
+def test_two_clones_run_one_postgresql_study_and_share_every_experiment(tmp_path_factory, tmp_path):
+    origin = trained_project(tmp_path_factory, "origin")
     (origin / "tune.yaml").write_text(yaml.safe_dump(SPACE, sort_keys=False))
     sh(origin, "dvc", "remote", "add", "-d", "shared", str(tmp_path / "dvc-remote"))
     sh(origin, "git", "add", "tune.yaml", ".dvc/config")
@@ -127,6 +128,7 @@ def test_two_clones_run_one_postgresql_study_and_share_every_experiment(tmp_path
     remote = tmp_path / "remote.git"
     sh(tmp_path, "git", "init", "-q", "--bare", "-b", "main", str(remote))
     sh(origin, "git", "push", "-q", str(remote), "main")
+    sh(origin, "dvc", "push", "-q")
     machines = [clone(remote, tmp_path / name) for name in ("machine-a", "machine-b")]
 
     with postgres() as url:
