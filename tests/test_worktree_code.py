@@ -11,15 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.projects import make_project, sh, trained_project, user_env, wait_for_queue
+from tests.projects import sh, trained_project, user_env, wait_for_queue
 
 pytestmark = pytest.mark.e2e
 
-LABELS = ["Physics", "Chemistry", "Maths"]
-
-# Appended to a module of the library that imports write_json (files.py: every stage;
-# evaluation.py: evaluate and baseline): every metrics.json it writes then carries the mark,
-# so a test can tell which copy of the library wrote it.
+# Appended to evaluation.py (which imports write_json; of the stages, evaluate and baseline
+# import it, so an edit reruns two stages, not all): every metrics.json it writes then carries
+# the mark, so a test can tell which copy of the library wrote it.
 MARK = """
 
 _write_json_unmarked = write_json
@@ -32,8 +30,8 @@ def write_json(path, payload):
 """
 
 
-def mark_library(src: Path, mark: int, module: str = "files.py") -> None:
-    marked = src / "pipeline" / module
+def mark_library(src: Path, mark: int) -> None:
+    marked = src / "pipeline" / "evaluation.py"
     marked.write_text(marked.read_text() + MARK.format(mark=mark))
 
 
@@ -58,8 +56,8 @@ def test_bytecode_written_by_stages_and_commands_leaves_the_pipeline_up_to_date(
     assert "Running stage" not in sh(project, "dvc", "repro")
 
 
-def test_queued_experiment_runs_its_committed_code_not_the_workspace(tmp_path):
-    project = make_project(tmp_path / "project", LABELS)
+def test_queued_experiment_runs_its_committed_code_not_the_workspace(tmp_path_factory):
+    project = trained_project(tmp_path_factory, "queued_code")
     mark_library(project / "src", 1)
     sh(project, "git", "commit", "-q", "-am", "library marked 1")
     sh(project, "dvc", "exp", "run", "--queue", "-S", "train.epochs=2", "-n", "committed-code")
@@ -83,12 +81,11 @@ def test_queued_experiment_runs_its_committed_code_not_the_workspace(tmp_path):
 def test_repro_runs_the_workspace_library_not_an_installed_copy(project, tmp_path):
     installed = tmp_path / "site-packages"
     shutil.copytree(project / "src", installed)
-    # What a non-editable `pip install .` would have copied, first on the path; evaluation.py,
-    # so that the workspace's edit below reruns two stages, not all.
-    mark_library(installed, 3, "evaluation.py")
+    # What a non-editable `pip install .` would have copied, first on the path.
+    mark_library(installed, 3)
     env = user_env(PYTHONPATH=str(installed))
     assert code_mark(project) is None
-    mark_library(project / "src", 2, "evaluation.py")  # a workspace edit...
+    mark_library(project / "src", 2)  # a workspace edit...
     status = sh(project, "dvc", "status", env=env)
     assert "src/pipeline/evaluation.py" in status
     out = sh(project, "dvc", "repro", env=env)  # ...is what reruns, and what runs
