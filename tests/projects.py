@@ -87,16 +87,18 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path
     (the others wait on a lock): each tiny repro costs about 17 s of CI's CPU."""
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # one per run
-    template = shared / "trained-template" / "project"
+    template = shared / "trained-template"
     with open(shared / "trained-template.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (template / "dvc.lock").is_file():
-            shutil.rmtree(template.parent, ignore_errors=True)
-            template.parent.mkdir()
-            make_project(template, TRAINED_LABELS)
-            sh(template, "dvc", "repro")
-            sh(template, "git", "add", "-A")
-            sh(template, "git", "commit", "-q", "-m", "repro")
+        if not template.is_dir():
+            # Built aside and renamed when done: a build that fails leaves no template behind.
+            building = shared / "trained-template.building"
+            shutil.rmtree(building, ignore_errors=True)
+            make_project(building, TRAINED_LABELS)
+            sh(building, "dvc", "repro")
+            sh(building, "git", "add", "-A")
+            sh(building, "git", "commit", "-q", "-m", "repro")
+            building.rename(template)
     copy = tmp_path_factory.mktemp(name) / "project"
     # DVC's state and locks stay behind: they describe the original's files, not the copy's.
     dvc_dir = template / ".dvc"
