@@ -166,14 +166,15 @@ def test_exp_push_from_one_clone_and_pull_into_another(queued_study, tmp_path):
     its outputs through a DVC remote. Each clone names the DVC remote in its own config.local,
     so the study's project keeps its commit (its experiments stay HEAD's)."""
     a = queued_study[0]
-    name = next(name for name in experiments(a) if name != "bad-heads")
-    rev = next(
-        exp["revs"][0]["rev"]
-        for row in json.loads(sh(a, "dvc", "exp", "show", "--json"))
+    shown = json.loads(sh(a, "dvc", "exp", "show", "--json"))
+    runs_a = {
+        run["name"]: run
+        for row in shown
         for exp in row.get("experiments") or []
-        if exp["name"] == name
-    )
-    lock = yaml.safe_load(sh(a, "git", "show", f"{rev}:dvc.lock"))
+        for run in exp["revs"]
+    }
+    name = next(name for name in runs_a if name != "bad-heads")
+    lock = yaml.safe_load(sh(a, "git", "show", f"{runs_a[name]['rev']}:dvc.lock"))
     made = {out["path"]: out["md5"] for out in lock["stages"]["train"]["outs"]}["models/model.pt"]
     origin = tmp_path / "origin.git"
     sh(tmp_path, "git", "init", "-q", "--bare", "-b", "main", str(origin))
@@ -188,9 +189,8 @@ def test_exp_push_from_one_clone_and_pull_into_another(queued_study, tmp_path):
     sh(b, "dvc", "exp", "pull", "origin", name)
     runs = experiments(b)
     assert name in runs, runs.keys()
-    shown_a = experiments(a)[name]
-    assert params(runs[name]) == params(shown_a)
-    assert eval_metrics(runs[name]) == eval_metrics(shown_a)
+    assert params(runs[name]) == params(runs_a[name]["data"])
+    assert eval_metrics(runs[name]) == eval_metrics(runs_a[name]["data"])
     sh(b, "dvc", "exp", "apply", name)
     sh(b, "dvc", "pull")
     # The model is the bytes the experiment made.
