@@ -6,8 +6,9 @@
 For the run, a .pth file in this venv's site-packages makes each Python process, as it exits,
 append its own CPU seconds (user + system), its command line and the test that started it
 (PYTEST_CURRENT_TEST, which every subprocess inherits) to a log; the file is removed after the
-run. Processes killed with SIGKILL, and what is not Python (git, Chromium, PostgreSQL), are not
-counted: compare the total with the `time` of the run. Nothing is written to the repository.
+run (if this script itself is killed, delete site-packages/zz_suite_cpu*). Processes killed
+with SIGKILL, and what is not Python (git, Chromium, PostgreSQL), are not counted: compare
+the total with the `time` of the run. Nothing is written to the repository.
 """
 
 import collections
