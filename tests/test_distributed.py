@@ -66,6 +66,20 @@ def test_every_rank_takes_every_step_and_every_row_counts_once(data, world):
         assert sum(weight for _, weight in taken) / world == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("world", [2, 3])
+def test_a_step_takes_batches_of_similar_length(data, world):
+    """The batches of one step are neighbours in length (the batches sorted by their longest
+    row, taken `world` at a time), so no rank pads far longer than another and waits for it."""
+    per_rank = shares(data, 7, world)
+    steps = [
+        sorted(max(len(data.ids[i]) for i in batch.index) for batch, weight in taken if weight)
+        for taken in zip(*per_rank, strict=True)
+    ]
+    longest = sorted(length for step in steps for length in step)
+    assert sorted(steps) == [longest[i : i + world] for i in range(0, len(longest), world)]
+    assert len(set(map(tuple, steps))) > 1  # the data has batches of several lengths
+
+
 # --- one step on two processes ----------------------------------------------------------------
 
 

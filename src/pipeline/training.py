@@ -88,16 +88,27 @@ def step_batches(
 ) -> Iterator[tuple[Batch, float]]:
     """This process's batch for each optimizer step of one epoch, and the weight of its loss.
 
-    Every process draws the same length-grouped batch list from the same seeded generator;
-    step s gives batch s * world + r to rank r. The weight is the batch's share of the step's
-    rows times `world` (1.0 with one process), so that the gradients DDP averages over the
-    processes make the gradient of the mean loss over all the step's rows. In the last step a
-    rank left without a batch repeats the step's first one with weight 0: every rank must take
-    every step (DDP waits for all of them), and no row is dropped or counted twice.
+    Every process draws the same length-grouped batch list from the same seeded generator.
+    With one process each step is its batch, in that list's order. With more, a step takes
+    `world` batches of similar length (the batches sorted by their longest row, taken `world`
+    at a time; the steps then in a seeded random order), and rank r the r-th of them: a step of
+    a short and a long batch would make the rank with the short one wait for the other in
+    every all-reduce. The weight is the batch's share of the step's rows times `world` (1.0
+    with one process), so that the gradients DDP averages over the processes make the gradient
+    of the mean loss over all the step's rows. In a step of fewer batches than processes, a
+    rank left without one repeats the step's first with weight 0: every rank must take every
+    step (DDP waits for all of them), and no row is dropped or counted twice.
     """
-    groups = batch_indices(data.ids.lengths(), batch_size, generator)
-    for first in range(0, len(groups), world):
-        step = groups[first : first + world]
+    lengths = data.ids.lengths()
+    groups = batch_indices(lengths, batch_size, generator)
+    if world == 1:
+        for group in groups:
+            yield batch_of(data, group), 1.0
+        return
+    by_length = sorted(groups, key=lambda group: max(lengths[i] for i in group))
+    steps = [by_length[first : first + world] for first in range(0, len(by_length), world)]
+    for s in torch.randperm(len(steps), generator=generator).tolist():
+        step = steps[s]
         if rank < len(step):
             yield batch_of(data, step[rank]), len(step[rank]) * world / sum(map(len, step))
         else:
