@@ -21,15 +21,21 @@ ENCODINGS = ["learned", "none"]
 EVAL, TRAIN = "reports/eval/metrics.json", "reports/train/metrics.json"
 
 
-def experiments(project: Path) -> dict[str, dict]:
-    """Each experiment's name -> its data (params, metrics) from `dvc exp show --json`."""
+def experiment_runs(project: Path) -> dict[str, dict]:
+    """Each experiment's name -> its run in `dvc exp show --json`: its commit (`rev`) and its
+    data (params, metrics)."""
     shown = json.loads(sh(project, "dvc", "exp", "show", "--json"))
     return {
-        run["name"]: run["data"]
+        run["name"]: run
         for rev in shown
         for exp in rev.get("experiments") or []
         for run in exp["revs"]
     }
+
+
+def experiments(project: Path) -> dict[str, dict]:
+    """Each experiment's name -> its data (params, metrics)."""
+    return {name: run["data"] for name, run in experiment_runs(project).items()}
 
 
 def params(data: dict) -> dict:
@@ -117,11 +123,7 @@ def test_compare_averages_each_queued_experiments_own_metrics(queued_study, tmp_
     result = json.loads(done.stdout)
     groups = {g["group"]: g for g in result["groups"]}
     # Each run's own metrics file, from its commit (main's: the workspace's, untouched).
-    revs = {
-        exp["name"]: exp["revs"][0]["rev"]
-        for row in json.loads(sh(project, "dvc", "exp", "show", "--json"))
-        for exp in row.get("experiments") or []
-    }
+    revs = {name: run["rev"] for name, run in experiment_runs(project).items()}
     files = {
         run["name"]: json.loads(
             (project / EVAL).read_text()
@@ -166,13 +168,7 @@ def test_exp_push_from_one_clone_and_pull_into_another(queued_study, tmp_path):
     its outputs through a DVC remote. Each clone names the DVC remote in its own config.local,
     so the study's project keeps its commit (its experiments stay HEAD's)."""
     a = queued_study[0]
-    shown = json.loads(sh(a, "dvc", "exp", "show", "--json"))
-    runs_a = {
-        run["name"]: run
-        for row in shown
-        for exp in row.get("experiments") or []
-        for run in exp["revs"]
-    }
+    runs_a = experiment_runs(a)
     name = next(name for name in runs_a if name != "bad-heads")
     lock = yaml.safe_load(sh(a, "git", "show", f"{runs_a[name]['rev']}:dvc.lock"))
     made = {out["path"]: out["md5"] for out in lock["stages"]["train"]["outs"]}["models/model.pt"]
