@@ -6,7 +6,8 @@
 For each size it resamples the CSVs of ../shared/data (as bench/scaling.py does, seeded, into
 --out, never into the repository), runs clean, split and vocab with the library, then the real
 train stage (`python stages/train.py`, so the launcher's start is included in the wall time)
-for ONE epoch with `train.processes` set to each count, params.yaml otherwise. Seconds per
+for ONE epoch with `train.processes` set to each count, params.yaml otherwise, with bytecode
+on and after one untimed warm-up (see stage_env). Seconds per
 epoch are the stage's own (training and scoring both splits, as each progress line reports);
 rows/s are training rows over those seconds. Then it times one all-reduce of a tensor as large
 as the model's gradients between two gloo processes on this machine (median of --repeats).
@@ -17,6 +18,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -48,6 +50,27 @@ def machine() -> str:
     )
 
 
+def stage_env() -> dict[str, str]:
+    """The environment of the stage processes, with bytecode on as on users' machines: where
+    PYTHONDONTWRITEBYTECODE is set and no .pyc files exist yet (a `pip install --no-compile`),
+    every process would compile torch's Python anew, about 12 s of each process's start."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def warm_up(folder: Path, processes: int) -> None:
+    """One untimed epoch on 300 of the rows, on `processes` processes, so that every module
+    the timed runs import (launcher and process group included) is compiled already."""
+    warm = folder / "warm-up"
+    warm.mkdir(exist_ok=True)
+    for name in ("train.csv", "val.csv"):
+        lines = (folder / name).read_text(encoding="utf-8").splitlines(keepends=True)
+        (warm / name).write_text("".join(lines[:301]), encoding="utf-8")
+    shutil.copy(folder / "vocab.json", warm / "vocab.json")
+    train_epoch(warm, processes)
+
+
 def train_epoch(folder: Path, processes: int) -> dict:
     """One epoch of the train stage on `processes` processes: stage seconds and wall seconds."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -59,7 +82,9 @@ def train_epoch(folder: Path, processes: int) -> dict:
     command += ["--vocab", str(folder / "vocab.json"), "--model", str(folder / "model.pt")]
     command += ["--live-dir", str(folder / f"live-{processes}")]
     start = time.perf_counter()
-    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        command, check=True, capture_output=True, text=True, env=stage_env()
+    ).stdout
     wall = time.perf_counter() - start
     return {"epoch_s": float(EPOCH_LINE.search(out).group(1)), "wall_s": wall}
 
@@ -144,6 +169,7 @@ def main(
         for stage in ("clean", "split", "vocab"):
             run_stage(stage, folder)
         rows = sum(1 for _ in (folder / "train.csv").open()) - 1
+        warm_up(folder, max(processes))
         results[size] = {"train_rows": rows}
         for n in processes:
             print(f"{size:,} rows, {n} process(es) ...", file=sys.stderr)
