@@ -7,9 +7,9 @@ For each size it resamples the CSVs of ../shared/data (as bench/scaling.py does,
 --out, never into the repository), runs clean, split and vocab with the library, then the real
 train stage (`python stages/train.py`, so the launcher's start is included in the wall time)
 for ONE epoch with `train.processes` set to each count, params.yaml otherwise, with bytecode
-on and after one untimed warm-up (see stage_env). Seconds per
-epoch are the stage's own (training and scoring both splits, as each progress line reports);
-rows/s are training rows over those seconds. Then it times one all-reduce of a tensor as large
+on and after one untimed warm-up (stage_env, warm_up). Seconds per epoch are the stage's own
+(training and scoring both splits, as each progress line reports); rows/s are training rows
+over those seconds. Then it times one all-reduce of a tensor as large
 as the model's gradients between two gloo processes on this machine (median of --repeats).
 """
 
@@ -62,11 +62,12 @@ def stage_env() -> dict[str, str]:
 def warm_up(folder: Path, processes: int) -> None:
     """One untimed epoch on 300 of the rows, on `processes` processes, so that every module
     the timed runs import (launcher and process group included) is compiled already."""
+    from pipeline.data import read_table, write_table
+
     warm = folder / "warm-up"
     warm.mkdir(exist_ok=True)
     for name in ("train.csv", "val.csv"):
-        lines = (folder / name).read_text(encoding="utf-8").splitlines(keepends=True)
-        (warm / name).write_text("".join(lines[:301]), encoding="utf-8")
+        write_table(read_table(folder / name).head(300), warm / name)
     shutil.copy(folder / "vocab.json", warm / "vocab.json")
     train_epoch(warm, processes)
 
